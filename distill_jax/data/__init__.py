@@ -1,0 +1,1 @@
+"""Problems, the synthetic world and rationale records. No JAX is imported here."""

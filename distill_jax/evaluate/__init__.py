@@ -1,0 +1,1 @@
+"""Evaluation from checkpoints: decoding, answers per style, voting, reports."""

@@ -1,0 +1,1 @@
+"""The papers' methods as resumable pipelines built from the other packages."""

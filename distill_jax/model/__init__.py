@@ -1,0 +1,1 @@
+"""The student: Flax T5, Hugging Face import/export, tokenizers, jitted decoding."""

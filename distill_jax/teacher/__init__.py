@@ -1,0 +1,1 @@
+"""The teacher: prompts, an OpenAI-compatible client, a durable cache, offline teachers. No JAX."""

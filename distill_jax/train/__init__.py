@@ -1,0 +1,1 @@
+"""Training: mesh and sharding rules, the pure train step, optimizers, batches, checkpoints, the loop."""

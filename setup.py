@@ -1,0 +1,42 @@
+"""distill_jax: distil math reasoning from a large teacher LLM into a small T5 student, in JAX."""
+from setuptools import find_packages, setup
+
+# Direct dependencies, pinned to the versions that resolve and were tested on the reference machine
+# (../shared/FACTS.md). The teacher/data/reasoning side needs none of the JAX stack at import time.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "transformers==5.23.0",
+    "datasets==5.2.0",
+    "tokenizers==0.23.3",
+    "sentencepiece==0.2.3",
+    "safetensors==0.8.0",
+    "protobuf==7.36.2",  # transformers builds a T5 tokenizer from spiece.model only with protobuf
+    "sympy==1.14.0",
+    "numpy==2.4.6",
+    "pyyaml==6.0.3",
+    "rich==15.0.0",
+    "matplotlib==3.11.2",
+]
+
+setup(
+    name="distill_jax",
+    version="0.1.0",
+    description="Distil math reasoning from a teacher LLM into a small Flax T5 student",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["distill_jax", "distill_jax.*"]),
+    package_data={"distill_jax": ["teacher/prompt_files/*"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        # torch is the CPU build (a local wheel here); it is only the reference for parity tests/benchmarks.
+        "test": ["pytest==9.2.0", "torch==2.13.0"],
+        "tensorboard": ["tensorboardX==2.6.5"],
+    },
+    entry_points={"console_scripts": ["distill-jax=distill_jax.cli:main"]},
+)
