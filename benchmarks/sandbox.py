@@ -1,0 +1,191 @@
+"""PoT programs per second: the sandbox pool vs a fresh `python` subprocess per program, side by side.
+
+Both paths run the same generated GSM8K-like programs with the same number of parallel workers and must
+agree on every answer. The figures replace the `sandbox` section of docs/benchmarks.md.
+
+    .venv/bin/python benchmarks/sandbox.py --programs 1000 --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from distill_jax.reasoning.answers import normalize_number
+from distill_jax.reasoning.sandbox import SandboxPool, extract_code
+
+BEGIN, END = "<!-- sandbox:begin -->", "<!-- sandbox:end -->"
+DOC_INTRO = "Measured speeds of distill_jax parts, each section written by the benchmark script it names.\n"
+
+NAMES = ["Janet", "Tom", "Aisha", "Carlos", "Mei", "Olga", "Ravi", "Sam", "Lena", "Kofi"]
+ITEMS = ["apples", "eggs", "books", "marbles", "cookies", "stickers", "pencils", "cupcakes"]
+
+# Each template draws its numbers from `r` and returns program text in one of the shapes students and
+# teachers write: top-level `ans`, `solution()`, a markdown fence, a trailing print.
+TEMPLATES = [
+    lambda r, n, it: f"""{n.lower()}_{it} = {r.randint(5, 90)}
+bought = {r.randint(2, 40)}
+given_away = {r.randint(1, 5)}
+ans = {n.lower()}_{it} + bought - given_away
+""",
+    lambda r, n, it: f"""def solution():
+    price = {r.randint(10, 200)}
+    discount_percent = {r.choice([10, 15, 20, 25, 30, 50])}
+    quantity = {r.randint(1, 9)}
+    discounted = price * (1 - discount_percent / 100)
+    return discounted * quantity
+""",
+    lambda r, n, it: f"""```python
+import math
+{it} = {r.randint(20, 500)}
+per_box = {r.randint(3, 12)}
+boxes = math.ceil({it} / per_box)
+ans = boxes
+print(ans)
+```
+""",
+    lambda r, n, it: f"""total = 0
+for day in range({r.randint(2, 14)}):
+    total += {r.randint(2, 20)}
+    if day % 3 == 0:
+        total -= 1
+ans = total
+""",
+    lambda r, n, it: f"""from fractions import Fraction
+whole = {r.randint(2, 30) * 12}
+eaten = Fraction({r.randint(1, 5)}, 12)
+left = whole - whole * eaten
+ans = int(left)
+""",
+    lambda r, n, it: f"""hours = {r.randint(30, 60)}
+rate = {r.randint(10, 40)}
+if hours > 40:
+    pay = 40 * rate + (hours - 40) * rate * 1.5
+else:
+    pay = hours * rate
+ans = pay
+print(f"{n} earns {{pay}} dollars")
+""",
+    lambda r, n, it: f"""def solution():
+    scores = {[r.randint(50, 100) for _ in range(r.randint(3, 8))]}
+    average = sum(scores) / len(scores)
+    return round(average, 2)
+
+print(solution())
+""",
+    lambda r, n, it: f"""minutes_per_{it[:-1]} = {r.randint(2, 15)}
+count = {r.randint(3, 40)}
+hours = minutes_per_{it[:-1]} * count / 60
+ans = hours
+""",
+    lambda r, n, it: f"""from collections import Counter
+bag = Counter({{"red": {r.randint(1, 20)}, "blue": {r.randint(1, 20)}, "green": {r.randint(1, 20)}}})
+bag["red"] -= {r.randint(0, 1)}
+ans = sum(bag.values()) * {r.randint(2, 5)}
+""",
+    lambda r, n, it: f"""def solution():
+    {it} = {r.randint(100, 999)}
+    groups = {r.randint(2, 9)}
+    each = {it} // groups
+    leftover = {it} % groups
+    return each + leftover
+""",
+]
+
+# The naive path: the same program contract, run by a fresh interpreter with no sandbox at all.
+NAIVE_RUNNER = (
+    "import sys\n"
+    "ns = {'__name__': '__main__'}\n"
+    "exec(sys.stdin.read(), ns)\n"
+    "value = ns['ans'] if 'ans' in ns else ns['solution']()\n"
+    "sys.stdout.write('\\n' + repr(value))\n"
+)
+
+
+def make_programs(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [TEMPLATES[i % len(TEMPLATES)](rng, rng.choice(NAMES), rng.choice(ITEMS)) for i in range(count)]
+
+
+def run_naive(codes: list[str], workers: int, timeout_s: float) -> list[str | None]:
+    def one(code: str) -> str | None:
+        done = subprocess.run([sys.executable, "-c", NAIVE_RUNNER], input=extract_code(code), text=True,
+                              capture_output=True, timeout=timeout_s, check=True)
+        return normalize_number(done.stdout.rsplit("\n", 1)[-1])
+
+    with ThreadPoolExecutor(workers) as executor:
+        return list(executor.map(one, codes))
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}"
+
+
+def write_section(doc: Path, body: str) -> None:
+    """Replace this script's section of the shared benchmarks file, leaving other sections untouched."""
+    section = f"{BEGIN}\n## PoT sandbox\n\n{body.strip()}\n{END}\n"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n" + DOC_INTRO
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--programs", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout-s", type=float, default=10.0)
+    parser.add_argument("--doc", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+
+    codes = make_programs(args.programs)
+    start = time.perf_counter()
+    with SandboxPool(workers=args.workers) as pool:  # start-up of the workers is part of the measured time
+        pool_results = pool.run(codes, timeout_s=args.timeout_s)
+    pool_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    naive_answers = run_naive(codes, args.workers, args.timeout_s)
+    naive_s = time.perf_counter() - start
+
+    for index, (result, naive) in enumerate(zip(pool_results, naive_answers)):
+        assert result.error is None and result.answer is not None, (index, codes[index], result)
+        assert result.answer == naive, (index, codes[index], result.answer, naive)
+
+    n = len(codes)
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
+    command = shlex.join([python, *sys.argv])
+    rows = [("sandbox pool (persistent workers)", pool_s), ("fresh `python` subprocess per program", naive_s)]
+    table = ["| method | programs | seconds | programs/s | speedup |", "|---|---|---|---|---|"]
+    table += [f"| {name} | {n} | {secs:.2f} | {n / secs:.0f} | {naive_s / secs:.1f}x |" for name, secs in rows]
+    body = "\n".join([
+        f"{n} generated GSM8K-like PoT programs ({len(TEMPLATES)} templates: `ans`, `solution()`, fences, prints,"
+        f" math/fractions/collections), {args.workers} parallel workers on both paths; the pool time includes"
+        " starting its workers. Both paths agreed on every answer (asserted).",
+        "",
+        *table,
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {time.strftime('%Y-%m-%d', time.gmtime())}",
+    ])
+    write_section(args.doc, body)
+    print("\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Jitted decoding with the KV cache: greedy, sampling (temperature / top-k / top-p) and beam search.
+
+Every loop is one `lax.while_loop` inside one jit: the encoder and the cross-attention K/V run once per
+input, each step feeds one token through `T5.decode_step`, and the loop ends as soon as every row has
+emitted EOS. Shapes are fixed by (batch, input length, max_new_tokens), which `generate_texts` pins to a
+few buckets, so a long run compiles a handful of programs and never one per batch.
+Outputs are int32 [B, max_new_tokens] (sampling: [B, n, max_new_tokens]) without the start token, with
+pad after EOS.
+
+Beam search reproduces transformers' `generate(num_beams=K)` with its defaults (early_stopping=False,
+length_penalty dividing the summed log-probability by the generated length ** length_penalty, 2K
+candidates per step, the early-stop heuristic of `_check_early_stop_heuristic`), so results match HF's.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from distill_jax.model.t5 import T5, T5Config, init_cache
+
+Array = jax.Array
+_NEG = -1.0e9  # HF's "impossible" score; kept identical so beam ties resolve as HF's do
+DEFAULT_BUCKETS = (32, 64, 128, 256, 512)
+# How many times each decoding program was traced (a Python side effect runs only while tracing); the tests
+# use it to prove that batches of one bucket reuse one compiled program.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+def _encode(params: Any, config: T5Config, input_ids: Array, attention_mask: Array, repeat: int):
+    """Encoder output -> cross-attention K/V, each row repeated `repeat` times (beams / samples)."""
+    model = T5(config)
+    hidden = model.apply({"params": params}, input_ids, attention_mask, method=T5.encode)
+    ckv = model.apply({"params": params}, hidden, method=T5.cross_kv)
+    if repeat > 1:
+        ckv = jax.tree_util.tree_map(lambda x: jnp.repeat(x, repeat, axis=0), ckv)
+        attention_mask = jnp.repeat(attention_mask, repeat, axis=0)
+    return model, ckv, attention_mask
+
+
+def _filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
+    """Logits outside the top-k / nucleus set to -inf (the most likely token always stays)."""
+    if top_k > 0:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the strictly more likely tokens
+        keep = before < top_p
+        cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return logits
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_samples", "top_k", "top_p",
+                                             "greedy", "eos_id"))
+def _token_loop(params: Any, input_ids: Array, attention_mask: Array, rng: Array, temperature: Array, *,
+                config: T5Config, max_new_tokens: int, num_samples: int, top_k: int, top_p: float,
+                greedy: bool, eos_id: int) -> tuple[Array, Array]:
+    TRACE_COUNTS["greedy" if greedy else "sample"] += 1
+    model, ckv, enc_mask = _encode(params, config, input_ids, attention_mask, num_samples)
+    rows = enc_mask.shape[0]
+    pad = config.pad_token_id
+
+    def body(state):
+        step, token, cache, out, done = state
+        logits, cache = model.apply({"params": params}, token[:, None], step, cache, ckv, enc_mask,
+                                    method=T5.decode_step)
+        if greedy:
+            nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        else:
+            scaled = _filter_logits(logits / temperature, top_k, top_p)
+            nxt = jax.random.categorical(jax.random.fold_in(rng, step), scaled, axis=-1).astype(jnp.int32)
+        nxt = jnp.where(done, pad, nxt)
+        out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, step))
+        return step + 1, nxt, cache, out, done | (nxt == eos_id)
+
+    def cond(state):
+        step, _, _, _, done = state
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    state = (jnp.int32(0), jnp.full((rows,), config.decoder_start_token_id, jnp.int32),
+             init_cache(config, rows, max_new_tokens), jnp.full((rows, max_new_tokens), pad, jnp.int32),
+             jnp.zeros((rows,), bool))
+    steps, _, _, out, _ = jax.lax.while_loop(cond, body, state)
+    return out, steps
+
+
+def _gather(x: Array, idx: Array) -> Array:
+    """x [B, N, ...] rows picked per batch item by idx [B, M] -> [B, M, ...]."""
+    return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_beams", "length_penalty", "eos_id"))
+def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, *, config: T5Config, max_new_tokens: int,
+               num_beams: int, length_penalty: float, eos_id: int) -> Array:
+    TRACE_COUNTS["beam"] += 1
+    model, ckv, enc_mask = _encode(params, config, input_ids, attention_mask, num_beams)
+    b, k, t = input_ids.shape[0], num_beams, max_new_tokens
+    pad = config.pad_token_id
+    top_mask = jnp.arange(2 * k) < k  # only the best K candidates may finish (HF's top_num_beam_mask)
+
+    def body(state):
+        step, run_seq, run_score, fin_seq, fin_score, fin_flag, unsat, _, cache = state
+        token = run_seq.reshape(b * k, t)[jnp.arange(b * k), jnp.maximum(step - 1, 0)]
+        token = jnp.where(step == 0, config.decoder_start_token_id, token)
+        logits, cache = model.apply({"params": params}, token[:, None], step, cache, ckv, enc_mask,
+                                    method=T5.decode_step)
+        logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, -1) + run_score[:, :, None]
+        vocab = logp.shape[-1]
+        cand_score, flat = jax.lax.top_k(logp.reshape(b, k * vocab), 2 * k)
+        parent, tok = flat // vocab, (flat % vocab).astype(jnp.int32)
+        cand_seq = _gather(run_seq, parent)
+        cand_seq = jax.lax.dynamic_update_slice(cand_seq, tok[:, :, None], (0, 0, step))
+        hits = (tok == eos_id) | (step + 1 >= t)
+
+        # Beams that go on: the best K candidates that did not just stop.
+        keep = jax.lax.top_k(cand_score + hits * _NEG, k)[1]
+        run_seq, run_score = _gather(cand_seq, keep), _gather(cand_score + hits * _NEG, keep)
+        rows = (jnp.arange(b)[:, None] * k + _gather(parent, keep)).reshape(-1)
+        cache = jax.tree_util.tree_map(lambda x: x[rows], cache)
+
+        # Finished hypotheses: merge the candidates that just stopped into the K best so far.
+        just = hits & top_mask[None, :]
+        fin_cand = cand_score / ((step + 1).astype(jnp.float32) ** length_penalty)
+        fin_cand = fin_cand + (~unsat)[:, None] * _NEG + (~just) * _NEG
+        merged_score = jnp.concatenate([fin_score, fin_cand], axis=1)
+        best = jax.lax.top_k(merged_score, k)[1]
+        fin_seq = _gather(jnp.concatenate([fin_seq, cand_seq], axis=1), best)
+        fin_score = _gather(merged_score, best)
+        fin_flag = _gather(jnp.concatenate([fin_flag, just], axis=1), best)
+
+        # HF's early_stopping=False heuristic: can the best running beam, scored at its current length,
+        # still beat the worst finished one?
+        best_running = run_score[:, :1] / ((step + 1).astype(jnp.float32) ** length_penalty)
+        worst = jnp.where(fin_flag, jnp.min(fin_score, axis=1, keepdims=True), _NEG)
+        unsat = unsat & jnp.any(best_running > worst, axis=1)
+        return step + 1, run_seq, run_score, fin_seq, fin_score, fin_flag, unsat, ~jnp.all(hits), cache
+
+    def cond(state):
+        step, *_, unsat, can_continue, _ = state
+        return (step < t) & jnp.any(unsat) & can_continue
+
+    run_score = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, _NEG)[None, :], (b, 1)).astype(jnp.float32)
+    empty = jnp.full((b, k, t), pad, jnp.int32)
+    state = (jnp.int32(0), empty, run_score, empty, jnp.full((b, k), _NEG, jnp.float32), jnp.zeros((b, k), bool),
+             jnp.ones((b,), bool), jnp.bool_(True), init_cache(config, b * k, t))
+    fin_seq = jax.lax.while_loop(cond, body, state)[3]
+    return fin_seq[:, 0]
+
+
+def _eos(config: T5Config, eos_id: int | None) -> int:
+    # eos_id=-1 never matches: benchmarks use it to force max_new_tokens steps.
+    return config.eos_token_id if eos_id is None else int(eos_id)
+
+
+def greedy(params: Any, config: T5Config, input_ids: Array, attention_mask: Array, max_new_tokens: int, *,
+           eos_id: int | None = None, return_steps: bool = False):
+    """Argmax decoding -> int32 [B, max_new_tokens] (and the number of steps run when return_steps)."""
+    out, steps = _token_loop(params, input_ids, attention_mask, jax.random.PRNGKey(0), jnp.float32(1.0),
+                             config=config, max_new_tokens=max_new_tokens, num_samples=1, top_k=0, top_p=1.0,
+                             greedy=True, eos_id=_eos(config, eos_id))
+    return (out, steps) if return_steps else out
+
+
+def sample(params: Any, config: T5Config, input_ids: Array, attention_mask: Array, max_new_tokens: int,
+           rng: Array, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_samples: int = 1, *,
+           eos_id: int | None = None) -> Array:
+    """`num_samples` samples per input -> int32 [B, num_samples, max_new_tokens]; same key, same samples."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (use greedy for argmax), got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    out, _ = _token_loop(params, input_ids, attention_mask, rng, jnp.float32(temperature), config=config,
+                         max_new_tokens=max_new_tokens, num_samples=num_samples, top_k=int(top_k),
+                         top_p=float(top_p), greedy=False, eos_id=_eos(config, eos_id))
+    return out.reshape(input_ids.shape[0], num_samples, max_new_tokens)
+
+
+def beam_search(params: Any, config: T5Config, input_ids: Array, attention_mask: Array, max_new_tokens: int,
+                num_beams: int = 4, length_penalty: float = 1.0, *, eos_id: int | None = None) -> Array:
+    """The best beam per input -> int32 [B, max_new_tokens], as HF `generate(num_beams=...)` returns it."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    return _beam_loop(params, input_ids, attention_mask, config=config, max_new_tokens=max_new_tokens,
+                      num_beams=num_beams, length_penalty=float(length_penalty), eos_id=_eos(config, eos_id))
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket holding `length` tokens (inputs longer than the largest are truncated to it)."""
+    return next((b for b in sorted(buckets) if b >= length), max(buckets))
+
+
+def generate_texts(params: Any, config: T5Config, tokenizer: Any, inputs: Sequence[str], max_new_tokens: int,
+                   batch_size: int, mode: str = "greedy", *, mesh: Mesh | None = None, rng: Array | None = None,
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
+                   num_beams: int = 4, length_penalty: float = 1.0, buckets: Sequence[int] = DEFAULT_BUCKETS,
+                   progress: bool = True) -> list[str] | list[list[str]]:
+    """Decode every input text; results in input order (a list of `num_samples` texts per input when sampling
+    with num_samples > 1). Inputs are grouped by length bucket and padded to [batch_size, bucket], so each
+    bucket compiles once; with a mesh the batch axis is sharded over its `data` axis."""
+    if mode not in ("greedy", "sample", "beam"):
+        raise ValueError(f"mode must be 'greedy', 'sample' or 'beam', got {mode!r}")
+    if mode == "sample" and rng is None:
+        raise ValueError("mode='sample' needs an explicit rng key")
+    data_size = mesh.shape["data"] if mesh is not None else 1
+    if batch_size % data_size:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh's data axis ({data_size})")
+    encoded = tokenizer.encode_batch(list(inputs))
+    limit = max(buckets)
+    by_bucket: dict[int, list[int]] = collections.defaultdict(list)
+    for i, ids in enumerate(encoded):
+        if len(ids) > limit:  # keep EOS last: the model was trained on inputs that end with it
+            encoded[i] = ids[:limit - 1] + [tokenizer.eos_id]
+        by_bucket[bucket_for(len(encoded[i]), buckets)].append(i)
+    if mesh is not None:
+        batch_sharding = NamedSharding(mesh, P("data"))
+        params = jax.device_put(params, NamedSharding(mesh, P()))
+    results: list[Any] = [None] * len(encoded)
+    jobs = [(length, idx[s:s + batch_size]) for length, idx in sorted(by_bucket.items())
+            for s in range(0, len(idx), batch_size)]
+    for n, (length, rows) in enumerate(_progress(jobs, len(encoded), progress)):
+        ids = np.full((batch_size, length), tokenizer.pad_id, np.int32)
+        mask = np.zeros((batch_size, length), np.int32)
+        for r, i in enumerate(rows):
+            ids[r, :len(encoded[i])] = encoded[i]
+            mask[r, :len(encoded[i])] = 1
+        ids, mask = jnp.asarray(ids), jnp.asarray(mask)
+        if mesh is not None:
+            ids, mask = jax.device_put(ids, batch_sharding), jax.device_put(mask, batch_sharding)
+        if mode == "greedy":
+            out = np.asarray(greedy(params, config, ids, mask, max_new_tokens))
+        elif mode == "beam":
+            out = np.asarray(beam_search(params, config, ids, mask, max_new_tokens, num_beams, length_penalty))
+        else:
+            out = np.asarray(sample(params, config, ids, mask, max_new_tokens, jax.random.fold_in(rng, n),
+                                    temperature, top_k, top_p, num_samples))
+        for r, i in enumerate(rows):
+            if mode == "sample" and num_samples > 1:
+                results[i] = tokenizer.decode_batch(out[r])
+            else:
+                results[i] = tokenizer.decode(out[r].reshape(-1, max_new_tokens)[0])
+    return results
+
+
+def _progress(jobs: list, total: int, enabled: bool):
+    """Yield jobs while a rich progress bar counts decoded inputs."""
+    if not enabled:
+        yield from jobs
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("bucket {task.fields[bucket]}")) as bar:
+        task = bar.add_task("decode", total=total, bucket="-")
+        for job in jobs:
+            bar.update(task, bucket=job[0])
+            yield job
+            bar.advance(task, len(job[1]))

@@ -1,0 +1,118 @@
+"""`distill-jax generate`: decode a JSONL of questions (or ready inputs) with a student.
+
+The student is a HF T5 directory (config.json + weights + tokenizer files) or a training run directory with
+`--step` (latest when omitted). Each output row is the input row plus `output`: the decoded text, or a list
+of texts with `--samples N` (N > 1).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from distill_jax.config import ConfigError
+from distill_jax.data.records import DataError, iter_jsonl, write_jsonl
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="HF T5 directory, or a training run directory")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default latest)")
+    parser.add_argument("--input", required=True, help="JSONL rows with `id` and `question` (or a ready `input`)")
+    parser.add_argument("--output", required=True, help="JSONL to write: the input rows plus `output`")
+    parser.add_argument("--style", default=None, help="format `question` as the student input of this style")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    decoding = parser.add_mutually_exclusive_group()
+    decoding.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (> 1)")
+    decoding.add_argument("--samples", type=int, default=0, help="sample this many outputs per input")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length ** this")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed for sampling")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def load_student(model: str, step: int | None) -> tuple[Any, Any, str]:
+    """(config, params, tokenizer dir) of a HF directory or a training run."""
+    path = Path(model)
+    if not path.is_dir():
+        raise ConfigError(f"--model {path} is not a directory")
+    if (path / "config.json").is_file() and step is None:
+        from distill_jax.model.hf import load_hf
+
+        config, params = load_hf(path)
+        return config, params, str(path)
+    try:
+        from distill_jax.train.checkpoint import load_params
+    except ImportError as e:
+        raise ConfigError(f"--model {path} is not a HF directory (no config.json) and training checkpoints "
+                          f"cannot be read in this build ({e})") from e
+    return load_params(path, step)
+
+
+def _read_inputs(path: str, style: str | None) -> tuple[list[dict], list[str]]:
+    rows, texts = [], []
+    student_input = None
+    if style is not None:
+        from distill_jax.reasoning.styles import student_input
+    for lineno, row in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        if "id" not in row:
+            raise DataError(f"{where}: row has no `id`")
+        if style is not None:
+            if not isinstance(row.get("question"), str):
+                raise DataError(f"{where}: --style {style} needs a string `question`")
+            texts.append(student_input(row["question"], style))
+        elif isinstance(row.get("input"), str):
+            texts.append(row["input"])
+        else:
+            raise DataError(f"{where}: row has no string `input` (give --style to build it from `question`)")
+        rows.append(row)
+    return rows, texts
+
+
+def _mesh(batch_size: int):
+    """A `data` mesh over every device when the batch divides evenly; None (one device) otherwise."""
+    import jax
+
+    n = jax.device_count()
+    if n == 1 or batch_size % n:
+        return None
+    return jax.make_mesh((n,), ("data",))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_new_tokens < 1 or args.batch_size < 1:
+        raise ConfigError("--max-new-tokens and --batch-size must be >= 1")
+    if args.samples < 0 or args.num_beams < 1:
+        raise ConfigError("--samples must be >= 0 and --num-beams >= 1")
+    try:
+        rows, texts = _read_inputs(args.input, args.style)
+    except (DataError, FileNotFoundError) as e:
+        print(f"distill-jax generate: {e}", file=sys.stderr)
+        return 2
+    import jax
+
+    from distill_jax.model.decode import generate_texts
+    from distill_jax.model.tokenizer import Tokenizer, TokenizerError
+
+    config, params, tokenizer_dir = load_student(args.model, args.step)
+    try:
+        tokenizer = Tokenizer.load(args.tokenizer or tokenizer_dir)
+    except TokenizerError as e:
+        raise ConfigError(f"tokenizer: {e}") from e
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ConfigError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                          f"{config.vocab_size}")
+    mode = "sample" if args.samples > 0 else "beam" if args.num_beams > 1 else "greedy"
+    outputs = generate_texts(
+        params, config, tokenizer, texts, args.max_new_tokens, args.batch_size, mode, mesh=_mesh(args.batch_size),
+        rng=jax.random.PRNGKey(args.seed), temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        num_samples=max(args.samples, 1), num_beams=args.num_beams, length_penalty=args.length_penalty,
+        progress=not args.no_progress)
+    n = write_jsonl(args.output, ({**row, "output": out} for row, out in zip(rows, outputs)))
+    print(f"wrote {n} rows to {args.output} ({mode})")
+    return 0

@@ -1,0 +1,530 @@
+"""`teach`: problems x styles x samples -> teacher -> parse -> verify -> rationale and reject files.
+
+The teacher is an OpenAI-compatible endpoint (through the cached client) or an offline one (`symbolic`,
+`gold`). Work goes in chunks: each chunk's completions are parsed, verified against the gold answer in one
+batch (PoT through the sandbox pool), and counted, so the progress bar shows kept/rejected/cost while it
+runs. The response cache is the durable store of paid work; the style files are rebuilt from it at the end
+of every style and written atomically, so a rerun or a resume after kill -9 sends only what the cache lacks
+and never duplicates a record.
+
+    RUN/rationales/r{round}/STYLE.jsonl   verified records (DESIGN.md format)
+    RUN/rejects/r{round}/STYLE.jsonl      records that failed parsing or verification, with `reason`
+    RUN/teacher/summary.json              kept / rejected by reason per style, tokens, cost, cache hits
+    RUN/teacher/cache.sqlite              the response cache          RUN/config.yaml  the resolved config
+
+FDD's question generation (`new_problems`) is here too: a generated problem has no gold answer, so it is kept
+only when `fdd.agree` of `fdd.samples` independent solutions agree; the vote is recorded in the problem.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from distill_jax import config as config_lib
+from distill_jax.config import ConfigError
+from distill_jax.data.problems import Problem, load_problems
+from distill_jax.data.records import rationale_record, write_jsonl
+from distill_jax.teacher.client import ChatRequest, ChatResult, ClientConfig, TeacherClient
+from distill_jax.teacher.prompts import FDD_TEMPLATES, STYLE_TEMPLATES, get_template, prompt_version, templates_for_style
+
+# Request failures that no later request in this run can avoid: stop instead of paying for more 401s.
+_STOPPING_FAILURES = ("auth", "budget", "dry_run")
+_DEFAULT_SAMPLED_TEMPERATURE = 0.7
+
+
+@dataclass(frozen=True)
+class TeacherConfig(ClientConfig):
+    """`teacher.*`: which teacher, plus the client's fields (used by `kind: openai`)."""
+
+    kind: Literal["openai", "symbolic", "gold"] = "symbolic"
+    error_rate: float = 0.1  # symbolic: share of rationales written with a deliberate mistake
+
+    def client_config(self) -> ClientConfig:
+        return ClientConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ClientConfig)})
+
+
+@dataclass(frozen=True)
+class FddConfig:
+    samples: int = 3  # independent solutions of each generated problem
+    agree: int = 2  # how many of them must give the same answer
+    solve_style: str = "pot"
+    per_problem: int = 1  # new problems asked for per seed problem
+
+
+@dataclass(frozen=True)
+class TeachConfig:
+    problems: str = "gsm8k_train"  # JSONL path or benchmark name (data/problems.py)
+    run_dir: str = "runs/teach"
+    styles: tuple[str, ...] = ("cot",)
+    samples: int = 1
+    round: int = 0
+    # Per style; a style not listed gets 0 (greedy) with one sample and 0.7 with several.
+    temperature: dict[str, float] = field(default_factory=dict)
+    max_tokens: int = 512
+    limit: int | None = None  # first N problems
+    seed: int = 0
+    data_dir: str | None = None
+    prompt_dir: str | None = None  # default: the packaged teacher/prompt_files
+    chunk: int = 256  # jobs per parse/verify batch
+    sandbox_timeout_s: float = 2.0
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    fdd: FddConfig = field(default_factory=FddConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.styles if s not in STYLE_TEMPLATES]
+        if unknown:
+            raise ValueError(f"styles: unknown {unknown} (known: {', '.join(STYLE_TEMPLATES)})")
+        if self.samples < 1 or self.chunk < 1:
+            raise ValueError("samples and chunk must be >= 1")
+        if not 1 <= self.fdd.agree <= self.fdd.samples:
+            raise ValueError(f"fdd.agree must be in 1..fdd.samples ({self.fdd.samples}), got {self.fdd.agree}")
+
+    def temperature_for(self, style: str, samples: int | None = None) -> float:
+        n = self.samples if samples is None else samples
+        return float(self.temperature.get(style, 0.0 if n == 1 else _DEFAULT_SAMPLED_TEMPERATURE))
+
+
+@dataclass
+class Draft:
+    """One job's outcome before verification: a target text, or why there is none."""
+
+    target: str | None
+    reason: str | None = None  # parse or teacher reason: the job becomes a reject
+    failure: str | None = None  # the request failed ("kind: message"): not a reject, a rerun retries it
+    usage: dict = field(default_factory=dict)
+    cached: bool = False
+    finish_reason: str | None = None
+    raw: str | None = None  # the completion before parsing (kept in rejects, to see what went wrong)
+
+
+@dataclass
+class StyleSummary:
+    jobs: int = 0
+    kept: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # reason kind -> count
+    duplicates: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # request failure kind -> count
+
+
+@dataclass
+class TeachSummary:
+    run_dir: str
+    round: int
+    teacher: str
+    model: str
+    styles: dict[str, StyleSummary] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    estimate: dict[str, Any] | None = None
+    stopped: str | None = None  # why the run stopped early (auth failure, budget), None when it finished
+    errors: dict[str, str] = field(default_factory=dict)  # failure kind -> first message (key scrubbed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_lib.to_dict(self)
+
+    @property
+    def failed(self) -> int:
+        return sum(sum(s.failures.values()) for s in self.styles.values())
+
+
+def _kind(reason: str) -> str:
+    return reason.split(":", 1)[0].strip()
+
+
+# --- teachers -----------------------------------------------------------------------------------------
+class OfflineTeacher:
+    """`symbolic` or `gold`: targets written directly in the style's format, nothing to parse or pay."""
+
+    def __init__(self, cfg: TeachConfig):
+        self.kind = cfg.teacher.kind
+        if self.kind == "symbolic":
+            from distill_jax.teacher.symbolic import SymbolicTeacher
+
+            self.impl = SymbolicTeacher(cfg.teacher.error_rate, cfg.seed)
+            self.model = f"symbolic(error_rate={cfg.teacher.error_rate:g},seed={cfg.seed})"
+        else:
+            from distill_jax.teacher.gold import GOLD_VERSION, GoldTeacher
+
+            self.impl = GoldTeacher()
+            self.model = GOLD_VERSION
+
+    def prompt_version(self, style: str) -> str:
+        return f"{self.kind}:{style}"
+
+    def draft(self, style: str, jobs: list[tuple[Problem, int]]) -> list[Draft]:
+        out = []
+        for problem, sample in jobs:
+            try:
+                result = self.impl.rationale(problem, style, sample=sample)
+            except (ValueError, KeyError, NotImplementedError) as e:
+                out.append(Draft(None, reason=f"teacher: {e}"))
+                continue
+            text, reason = (result.text, result.reason) if hasattr(result, "reason") else (result, None)
+            out.append(Draft(text, reason=None if text else (reason or "teacher: no rationale")))
+        return out
+
+    def new_problem(self, problem: Problem, kind: str, sample: int) -> Problem:
+        if self.kind != "symbolic":
+            raise ConfigError(f"teacher.kind: the {self.kind} teacher cannot write new problems (FDD)")
+        return self.impl.new_problem(problem, kind=kind, sample=sample)
+
+
+class LLMTeacher:
+    """An OpenAI-compatible endpoint through the cached client; completions are parsed into targets."""
+
+    def __init__(self, cfg: TeachConfig, client: TeacherClient):
+        self.cfg, self.client = cfg, client
+        self.model = cfg.teacher.model
+
+    def prompt_version(self, style: str) -> str:
+        return prompt_version(style, self.cfg.prompt_dir)
+
+    def _request(self, template_name: str, sample: int, temperature: float, **fields: Any) -> ChatRequest:
+        template = get_template(template_name, self.cfg.prompt_dir)
+        return ChatRequest.make(list(template.render(**fields)), sample=sample, temperature=temperature,
+                                max_tokens=self.cfg.max_tokens)
+
+    def requests(self, style: str, jobs: list[tuple[Problem, int]], temperature: float,
+                 stage_fields: list[dict] | None = None) -> list[ChatRequest]:
+        """The first-stage requests of a style (decomposition: the plans), or a later stage with its fields."""
+        names = STYLE_TEMPLATES[style]
+        name = names[0] if stage_fields is None else names[1]
+        return [self._request(name, s, temperature, question=p.question, **(stage_fields[i] if stage_fields else {}))
+                for i, (p, s) in enumerate(jobs)]
+
+    def draft(self, style: str, jobs: list[tuple[Problem, int]]) -> list[Draft]:
+        from distill_jax.teacher.parse import clean_subanswers, clean_subquestions, parse_completion
+
+        temperature = self.cfg.temperature_for(style)
+        results = self.client.run_sync(self.requests(style, jobs, temperature))
+        if style != "decomp":
+            return [_draft_from(r, lambda text: parse_completion(text, style)) for r in results]
+        plans = [_draft_from(r, clean_subquestions) for r in results]
+        todo = [i for i, d in enumerate(plans) if d.target is not None]
+        solves = self.client.run_sync(self.requests(
+            style, [jobs[i] for i in todo], temperature, [{"subquestions": plans[i].target} for i in todo]))
+        for i, result in zip(todo, solves):
+            n = plans[i].target.count("\n") + 1
+            solved = _draft_from(result, lambda text, n=n: clean_subanswers(text, n))
+            solved.usage = _add_usage(plans[i].usage, solved.usage)
+            solved.cached = solved.cached and plans[i].cached
+            plans[i] = solved
+        return plans
+
+    def new_problem_requests(self, problems: list[Problem], kind: str) -> list[ChatRequest]:
+        temperature = self.cfg.temperature_for(f"fdd_{kind}", samples=2)
+        return [self._request(FDD_TEMPLATES[kind], s, temperature, question=p.question, answer=p.answer)
+                for p in problems for s in range(self.cfg.fdd.per_problem)]
+
+
+def _add_usage(a: dict, b: dict) -> dict:
+    return {k: int(a.get(k) or 0) + int(b.get(k) or 0) for k in set(a) | set(b)}
+
+
+def _draft_from(result: ChatResult, parser: Callable[[str], Any]) -> Draft:
+    if result.error is not None:
+        return Draft(None, failure=result.error, usage=result.usage, cached=result.cached)
+    parsed = parser(result.text or "")
+    return Draft(parsed.text, reason=parsed.error, usage=result.usage, cached=result.cached,
+                 finish_reason=result.finish_reason, raw=result.text)
+
+
+# --- verification -------------------------------------------------------------------------------------
+def verify(style: str, targets: list[str], golds: list[str | None]) -> list[tuple[str | None, str | None]]:
+    """(prediction, reject reason or None) per target, in one batch (PoT programs run in the sandbox pool)."""
+    from distill_jax.reasoning.answers import answers_match
+    from distill_jax.reasoning.styles import get_style
+
+    out = []
+    for answer, gold in zip(get_style(style).answers(targets), golds):
+        if answer.answer is None:
+            out.append((None, f"no answer: {answer.error or 'nothing to read'}"))
+        elif gold is not None and not answers_match(answer.answer, gold):
+            out.append((answer.answer, f"wrong answer: got {answer.answer}, gold {gold}"))
+        else:
+            out.append((answer.answer, None))
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------------
+class _Progress:
+    """A rich progress bar with kept / rejected / cost, or nothing (library use and tests)."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("kept {task.fields[kept]}  rejected {task.fields[rejected]}  "
+                                           "failed {task.fields[failed]}  ${task.fields[cost]:.4f}"),
+                                TimeElapsedColumn(), console=Console(stderr=True))
+            self.bar.start()
+
+    def task(self, style: str, total: int) -> Any:
+        if self.bar is None:
+            return None
+        return self.bar.add_task(style, total=total, kept=0, rejected=0, failed=0, cost=0.0)
+
+    def update(self, task: Any, **fields: Any) -> None:
+        if self.bar is not None and task is not None:
+            self.bar.update(task, **fields)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _open_client(cfg: TeachConfig) -> TeacherClient:
+    from distill_jax.teacher.cache import ResponseCache
+
+    cache = ResponseCache(Path(cfg.run_dir) / "teacher" / "cache.sqlite")
+    return TeacherClient(cfg.teacher.client_config(), cache)
+
+
+def load_teach_problems(cfg: TeachConfig) -> list[Problem]:
+    problems = load_problems(cfg.problems, cfg.data_dir)
+    return problems[: cfg.limit] if cfg.limit is not None else problems
+
+
+def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: bool = False) -> TeachSummary:
+    """Run the teacher over problems x styles x samples and write the run directory (see the module doc)."""
+    problems = load_teach_problems(cfg) if problems is None else problems
+    run = Path(cfg.run_dir)
+    kind = cfg.teacher.kind
+    client = _open_client(cfg) if kind == "openai" else None
+    teacher: OfflineTeacher | LLMTeacher = LLMTeacher(cfg, client) if client else OfflineTeacher(cfg)
+    summary = TeachSummary(str(run), cfg.round, kind, teacher.model)
+    if client is not None and cfg.teacher.dry_run:
+        summary.estimate = dry_run_estimate(cfg, problems, teacher)
+        return summary
+    config_lib.save_resolved(cfg, run / "config.yaml")
+    bar = _Progress(progress)
+    try:
+        for style in cfg.styles:
+            summary.styles[style] = _teach_style(cfg, style, problems, teacher, summary, bar)
+            if summary.stopped:
+                break
+    finally:
+        bar.close()
+        if client is not None:
+            summary.usage = client.usage.to_dict()
+            client.cache.close()
+    write_jsonl_doc(run / "teacher" / "summary.json", summary.to_dict())
+    return summary
+
+
+def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher: OfflineTeacher | LLMTeacher,
+                 summary: TeachSummary, bar: _Progress) -> StyleSummary:
+    stats = StyleSummary()
+    jobs = [(p, s) for p in problems for s in range(cfg.samples)]
+    stats.jobs = len(jobs)
+    version = teacher.prompt_version(style)
+    kept: list[dict] = []
+    rejected: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    task = bar.task(style, len(jobs))
+    for start in range(0, len(jobs), cfg.chunk):
+        chunk = jobs[start: start + cfg.chunk]
+        drafts = teacher.draft(style, chunk)
+        ready = [i for i, d in enumerate(drafts) if d.target is not None]
+        checks = dict(zip(ready, verify(style, [drafts[i].target for i in ready], [chunk[i][0].answer for i in ready])))
+        for i, ((problem, sample), draft) in enumerate(zip(chunk, drafts)):
+            if draft.failure is not None:
+                fkind = _kind(draft.failure)
+                stats.failures[fkind] = stats.failures.get(fkind, 0) + 1
+                summary.errors.setdefault(fkind, draft.failure)
+                if fkind in _STOPPING_FAILURES:
+                    summary.stopped = draft.failure
+                continue
+            prediction, reason = checks.get(i, (None, draft.reason))
+            text = draft.target if draft.target is not None else ""
+            if (problem.id, text) in seen and draft.target is not None:
+                stats.duplicates += 1
+                continue
+            seen.add((problem.id, text))
+            meta = {"teacher_kind": summary.teacher, "cached": draft.cached, "finish_reason": draft.finish_reason,
+                    "source": problem.source, **({"fdd": problem.extra["fdd"]} if "fdd" in problem.extra else {})}
+            record = rationale_record(
+                problem_id=problem.id, question=problem.question, answer=problem.answer, style=style,
+                rationale=text, prediction=prediction, correct=reason is None, round=cfg.round,
+                teacher={"model": teacher.model, "prompt_version": version, "sample": sample, "usage": draft.usage},
+                meta=meta)
+            if reason is None:
+                kept.append(record)
+                stats.kept += 1
+            else:
+                rejected.append({**record, "reason": reason, **({"raw": draft.raw} if draft.raw else {})})
+                stats.rejected[_kind(reason)] = stats.rejected.get(_kind(reason), 0) + 1
+        cost = teacher.client.usage.cost_usd if isinstance(teacher, LLMTeacher) else 0.0
+        bar.update(task, advance=len(chunk), kept=stats.kept, rejected=sum(stats.rejected.values()),
+                   failed=sum(stats.failures.values()), cost=cost)
+        if summary.stopped:
+            break
+    run = Path(cfg.run_dir)
+    write_jsonl(run / "rationales" / f"r{cfg.round}" / f"{style}.jsonl", kept)
+    write_jsonl(run / "rejects" / f"r{cfg.round}" / f"{style}.jsonl", rejected)
+    return stats
+
+
+def write_jsonl_doc(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def dry_run_estimate(cfg: TeachConfig, problems: list[Problem], teacher: LLMTeacher) -> dict[str, Any]:
+    """Per style: requests, cached, to send, tokens, cost; nothing is sent. Decomposition's solve stage is
+    estimated with the decomposer's exemplar plan standing in for the plan it will get."""
+    jobs = [(p, s) for p in problems for s in range(cfg.samples)]
+    rows = {}
+    for style in cfg.styles:
+        temperature = cfg.temperature_for(style)
+        requests = teacher.requests(style, jobs, temperature)
+        if style == "decomp":
+            plan = get_template("decomp_plan", cfg.prompt_dir).exemplars[0].output
+            requests += teacher.requests(style, jobs, temperature, [{"subquestions": plan}] * len(jobs))
+        est = teacher.client.estimate(requests)
+        rows[style] = dataclasses.asdict(est)
+    total = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()), {})}
+    return {"styles": rows, "total": total, "model": cfg.teacher.model, "batch_api": cfg.teacher.batch_api}
+
+
+# --- FDD question generation ----------------------------------------------------------------------------
+def new_problems(problems: list[Problem], kind: str, cfg: TeachConfig) -> list[Problem]:
+    """Teacher-written `harder` or `similar` variants of `problems`, each kept only when `fdd.agree` of
+    `fdd.samples` independent solutions (style `fdd.solve_style`) agree; that answer becomes its answer.
+
+    Accepted problems go to RUN/problems/r{round}/fdd_{kind}.jsonl, the others (with reason) to
+    RUN/rejects/r{round}/fdd_{kind}.jsonl (both rebuilt each call; requests come from the cache on reruns).
+    """
+    from distill_jax.teacher.parse import parse_new_problem
+
+    if kind not in FDD_TEMPLATES:
+        raise ConfigError(f"fdd kind must be one of {', '.join(FDD_TEMPLATES)}, got {kind!r}")
+    client = _open_client(cfg) if cfg.teacher.kind == "openai" else None
+    teacher: OfflineTeacher | LLMTeacher = LLMTeacher(cfg, client) if client else OfflineTeacher(cfg)
+    try:
+        # (parent, index, the new problem or None, the generator's own answer, why there is none)
+        candidates: list[tuple[Problem, int, Problem | None, str | None, str | None]] = []
+        pairs = [(p, j) for p in problems for j in range(cfg.fdd.per_problem)]
+        if isinstance(teacher, LLMTeacher):
+            results = client.run_sync(teacher.new_problem_requests(problems, kind))
+            for (parent, j), result in zip(pairs, results):
+                parsed = parse_new_problem(result.text or "") if result.error is None else None
+                if parsed is None or not hasattr(parsed, "question"):
+                    candidates.append((parent, j, None, None, result.error or parsed.error))
+                    continue
+                new = Problem(_fdd_id(parent, kind, cfg.round, j), parsed.question, "", f"fdd_{kind}")
+                candidates.append((parent, j, new, parsed.answer, None))
+        else:
+            for parent, j in pairs:
+                new = teacher.new_problem(parent, kind, j)
+                new = dataclasses.replace(new, id=_fdd_id(parent, kind, cfg.round, j), source=f"fdd_{kind}")
+                candidates.append((parent, j, new, new.answer, None))
+        return _vote(cfg, kind, teacher, candidates)
+    finally:
+        if client is not None:
+            client.cache.close()
+
+
+def _fdd_id(parent: Problem, kind: str, round_: int, j: int) -> str:
+    return f"{parent.id}.{kind}{round_}.{j}"
+
+
+def _vote(cfg: TeachConfig, kind: str, teacher: OfflineTeacher | LLMTeacher, candidates: list) -> list[Problem]:
+    style, n = cfg.fdd.solve_style, cfg.fdd.samples
+    drafts_of: dict[int, list[Draft]] = {}
+    unsolved = [new for _, _, new, _, _ in candidates]
+    jobs = [(p, s) for p in unsolved if p is not None for s in range(n)]
+    if isinstance(teacher, LLMTeacher):
+        # Voting needs diverse solutions: never greedy here.
+        solve_cfg = dataclasses.replace(cfg, temperature={**cfg.temperature,
+                                                          style: cfg.temperature_for(style, samples=max(n, 2))})
+        drafts = LLMTeacher(solve_cfg, teacher.client).draft(style, jobs)
+    else:
+        drafts = teacher.draft(style, jobs)
+    ready = [i for i, d in enumerate(drafts) if d.target is not None]
+    answers = dict(zip(ready, (a for a, _ in verify(style, [drafts[i].target for i in ready], [None] * len(ready)))))
+    pos = 0
+    for c, p in enumerate(unsolved):
+        if p is not None:
+            drafts_of[c] = [answers.get(pos + s) for s in range(n)]
+            pos += n
+    accepted, rejected = [], []
+    for c, (parent, j, new, gen_answer, reason) in enumerate(candidates):
+        votes = Counter(a for a in drafts_of.get(c, []) if a is not None)
+        top, count = votes.most_common(1)[0] if votes else (None, 0)
+        fdd = {"kind": kind, "parent": parent.id, "round": cfg.round, "votes": dict(votes), "samples": n,
+               "agree": cfg.fdd.agree, "generator_answer": gen_answer}
+        row = {"id": _fdd_id(parent, kind, cfg.round, j), "question": new.question if new else None,
+               "answer": top, "source": f"fdd_{kind}", "fdd": fdd}
+        if reason is None and count < cfg.fdd.agree:
+            reason = f"no agreement: best answer {top} has {count} of {n} votes (need {cfg.fdd.agree})"
+        if reason is not None:
+            rejected.append({**row, "reason": reason})
+            continue
+        accepted.append(dataclasses.replace(new, answer=top, extra={**new.extra, "fdd": fdd}))
+    run = Path(cfg.run_dir)
+    write_jsonl(run / "problems" / f"r{cfg.round}" / f"fdd_{kind}.jsonl", [p.to_row() for p in accepted])
+    write_jsonl(run / "rejects" / f"r{cfg.round}" / f"fdd_{kind}.jsonl", rejected)
+    return accepted
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML preset (configs/teach_*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. limit=50 styles=[cot,pot]")
+    parser.add_argument("--dry-run", action="store_true", help="print the request/cost estimate; send nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _print_summary(summary: TeachSummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if summary.estimate is not None:
+        table = Table(title=f"dry run: {summary.model} (batch API: {summary.estimate['batch_api']})")
+        for col in ("style", "requests", "cached", "to send", "HTTP requests", "prompt tok", "completion tok", "USD"):
+            table.add_column(col, justify="left" if col == "style" else "right")
+        for name, r in [*summary.estimate["styles"].items(), ("total", summary.estimate["total"])]:
+            table.add_row(name, *(str(r.get(k, 0)) for k in ("requests", "cached", "to_send", "http_requests",
+                                                            "prompt_tokens", "completion_tokens")),
+                          f"{r.get('cost_usd', 0.0):.4f}")
+        console.print(table)
+        return
+    table = Table(title=f"teach: {summary.teacher} {summary.model} -> {summary.run_dir} (round {summary.round})")
+    for col in ("style", "jobs", "kept", "rejected", "duplicates", "failed"):
+        table.add_column(col, justify="left" if col == "style" else "right")
+    for name, s in summary.styles.items():
+        rej = ", ".join(f"{k} {v}" for k, v in sorted(s.rejected.items())) or "0"
+        fail = ", ".join(f"{k} {v}" for k, v in sorted(s.failures.items())) or "0"
+        table.add_row(name, str(s.jobs), str(s.kept), rej, str(s.duplicates), fail)
+    console.print(table)
+    if summary.usage:
+        u = summary.usage
+        console.print(f"requests sent {u['requests_sent']}, cache hits {u['cached_hits']}, tokens "
+                      f"{u['prompt_tokens']} + {u['completion_tokens']}, cost ${u['cost_usd']:.4f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + (["teacher.dry_run=true"] if args.dry_run else [])
+    cfg = config_lib.load(TeachConfig, args.config, overrides)
+    summary = teach(cfg, progress=not args.no_progress)
+    _print_summary(summary)
+    if summary.errors:
+        for fkind, message in summary.errors.items():
+            print(f"distill-jax teach: {fkind} failures: {message}", file=sys.stderr)
+        if summary.stopped:
+            print(f"distill-jax teach: stopped early; everything received is cached, rerun to resume",
+                  file=sys.stderr)
+        return 1
+    return 0
