@@ -127,7 +127,8 @@ def run_naive(codes: list[str], workers: int, timeout_s: float) -> list[str | No
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown CPU")
-    return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}; load average at start {load}"
 
 
 def write_section(doc: Path, body: str) -> None:
@@ -152,6 +153,7 @@ def main() -> int:
     args = parser.parse_args()
 
     codes = make_programs(args.programs)
+    machine_line = machine()  # before the runs, so the load average is that of the other jobs
     start = time.perf_counter()
     with SandboxPool(workers=args.workers) as pool:  # start-up of the workers is part of the measured time
         pool_results = pool.run(codes, timeout_s=args.timeout_s)
@@ -179,7 +181,7 @@ def main() -> int:
         *table,
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine()}  ",
+        f"Machine: {machine_line} (shared with other jobs)  ",
         f"Date: {time.strftime('%Y-%m-%d', time.gmtime())}",
     ])
     write_section(args.doc, body)

@@ -7,6 +7,7 @@ efficiency (ideal / wall) of at least 90%. Writes the figures into docs/benchmar
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -28,9 +29,10 @@ def run_once(url: str, requests: int, concurrency: int) -> tuple[float, TeacherC
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ClientConfig(base_url=url, model="fake-model", concurrency=concurrency, timeout_s=30.0)
         client = TeacherClient(cfg, ResponseCache(Path(tmp) / "cache.sqlite"))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         results = client.run_sync(reqs)
         wall = time.perf_counter() - start
+        client.cpu_s = time.process_time() - cpu
         client.cache.close()
     failed = [r.error for r in results if not r.ok]
     if failed:
@@ -66,11 +68,14 @@ def main() -> int:
     try:
         port = int(server.stdout.readline())
         url = f"http://127.0.0.1:{port}/v1"
-        walls = []
+        walls, cpus, loads = [], [], []
         for i in range(args.repeats):
+            loads.append(os.getloadavg()[0])
             wall, client = run_once(url, args.requests, args.concurrency)
             walls.append(wall)
-            print(f"run {i + 1}: wall {wall:.3f} s, {client.usage.requests_sent} HTTP requests")
+            cpus.append(client.cpu_s)
+            print(f"run {i + 1}: wall {wall:.3f} s, client CPU {client.cpu_s:.3f} s, "
+                  f"{client.usage.requests_sent} HTTP requests, load average before {loads[-1]:.2f}")
     finally:
         server.terminate()
         server.wait()
@@ -92,7 +97,10 @@ def main() -> int:
         f"| {args.requests} | {args.concurrency} | {args.latency_ms:g} ms | {wall:.3f} s | "
         f"{', '.join(f'{w:.3f}' for w in walls)} s | {ideal:.3f} s | {eff:.1%} |",
         "",
-        f"Goal: efficiency >= 90% (wall <= {ideal / 0.9:.3f} s): {verdict} it.",
+        f"Goal: efficiency >= 90% (wall <= {ideal / 0.9:.3f} s): {verdict} it. Client CPU per request "
+        f"{1000 * sorted(cpus)[len(cpus) // 2] / args.requests:.3f} ms (median run); 1-minute load average before "
+        f"the runs {', '.join(f'{x:.2f}' for x in loads)} on {os.cpu_count()} cores (a shared machine: the wall "
+        "time counts time spent waiting for a core).",
     ])
     print(table)
     if not args.no_write:

@@ -79,13 +79,13 @@ BAD_ROWS = [
     ("missing question", json.dumps({"id": "x", "answer": "3"})),
     ("bad answer", json.dumps({"id": "x", "question": "q?", "answer": "three"})),
     ("invalid JSON", '{"id": "x", "question": '),
-    ("duplicate id", json.dumps({"id": "ok", "question": "again?", "answer": "2"})),
+    ("duplicate id", json.dumps({"id": "g0", "question": "again?", "answer": "2"})),
 ]
 
 
 @pytest.mark.parametrize("reason,line", BAD_ROWS)
 def test_bad_row_raises_naming_file_and_line(tmp_path, reason, line):
-    good = json.dumps({"id": "ok", "question": "q?", "answer": "1"})
+    good = json.dumps({"id": "g0", "question": "q?", "answer": "1"})
     path = _write(tmp_path / "bad.jsonl", [good, line])
     with pytest.raises(DataError, match=r"bad\.jsonl:2\b"):
         load_problems(str(path))

@@ -93,7 +93,7 @@ def test_decomposition_exemplars_parse_and_verify():
     for p_ex, s_ex in zip(plan.exemplars, solve.exemplars):
         sub = parse.clean_subquestions(p_ex.output).text
         assert sub == p_ex.output == s_ex.field_dict()["subquestions"]
-        assert parse.clean_subanswers(s_ex.output, sub.count("\n") + 1).text == s_ex.output
+        assert parse.clean_subanswers(s_ex.output, sub).text == s_ex.output
     got = [a.answer for a in get_style("decomp").answers([ex.output for ex in solve.exemplars])]
     assert got == ["4", "4.8"]
 
@@ -156,14 +156,16 @@ def test_equations_keep_comments_and_drop_prose():
 
 def test_decomposition_and_new_problem_parsers():
     plan = parse.clean_subquestions("Here is the plan:\n**1.** How many are sold?\n2) How many are left?\nDone.")
-    assert plan.text == "1. How many are sold?\n2. How many are left?"
-    too_many = parse.clean_subquestions("\n".join(f"{i}. Q{i}?" for i in range(1, 7)))
+    assert plan.text == "Q1: How many are sold?\nQ2: How many are left?"
+    too_many = parse.clean_subquestions("\n".join(f"Q{i}: Q{i}?" for i in range(1, 7)))
     assert too_many.text is None and "more than 4" in too_many.error
-    answers = parse.clean_subanswers("Sure.\n1. How many are sold? 24 * 3 / 4 = 18.\nThe answer is 18.\n"
-                                     "2. How many are left? 24 - 18 - 2 = 4. The answer is 4.", 2)
-    assert answers.text == ("1. How many are sold? 24 * 3 / 4 = 18. The answer is 18.\n"
-                            "2. How many are left? 24 - 18 - 2 = 4. The answer is 4.")
-    assert "2 not answered" in parse.clean_subanswers("1. Q? The answer is 1.", 2).error
+    answers = parse.clean_subanswers("Sure, here are the answers.\n**Q1:** How many are sold?\n**A1:** 24 * 3 / 4 "
+                                     "= 18.\nSo 18 are sold.\nQ2: How many are left?\nA2: 24 - 18 - 2 = 4.\n\n"
+                                     "The answer is 4. I hope this helps!", plan.text)
+    assert answers.text == ("Q1: How many are sold?\nA1: 24 * 3 / 4 = 18. So 18 are sold.\n"
+                            "Q2: How many are left?\nA2: 24 - 18 - 2 = 4.\nThe answer is 4.")
+    assert "2 not answered" in parse.clean_subanswers("A1: 3. The answer is 3.", plan.text).error
+    assert "no final answer" in parse.clean_subanswers("A1: 3 are sold.\nA2: 4 are left.", plan.text).error
     new = parse.parse_new_problem("**New problem:** A shop has 1,000 pens\nand sells 40. How many are left?\n"
                                   "**Solution:** 1000 - 40 = 960.\n**Answer:** 960")
     assert new.question == "A shop has 1,000 pens and sells 40. How many are left?" and new.answer == "960"

@@ -60,10 +60,12 @@ def test_numbers_are_canonicalised():
         "ans = 1e-05": "0.00001",
         "from fractions import Fraction\nans = Fraction(10, 4)": "2.5",
         "from fractions import Fraction\nans = Fraction(6, 3)": "2",
+        "from fractions import Fraction\nans = Fraction(-2, 3)": "-2/3",
         "from fractions import Fraction\nans = Fraction(123456789012345678901234567890123, 8)":
             "15432098626543209862654320986265.375",
         "from decimal import Decimal\nans = Decimal('3.10') * 2": "6.2",
         "ans = ' 42 '": "42",
+        "ans = '$1,080'": "1080",
         "import statistics\nans = statistics.mean([1, 2, 3, 4])": "2.5",
         "import math\nans = math.comb(5, 2) + math.sqrt(16)": "14",
     }
@@ -155,6 +157,16 @@ def test_workers_are_recycled_and_replaced():
     assert first[0].answer == normalize_number("1")
 
 
+def test_interrupted_batch_leaves_no_stale_reply():
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with SandboxPool(workers=2) as pool:
+        with pytest.raises(KeyboardInterrupt):
+            pool.run(["ans = 1", "ans = 2", "ans = 3", "ans = 4"], progress=stop)
+        assert [r.answer for r in pool.run(["ans = 5", "ans = 6"])] == [normalize_number("5"), normalize_number("6")]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Hostile programs: (code, expected error prefix)
 
@@ -226,6 +238,8 @@ HOSTILE = [
     ("async def f():\n    pass\nans = 1", "forbidden syntax: async"),
     ("def __getattr__(name):\n    return 1\nans = 1", "forbidden name '__getattr__'"),
     ("match 1:\n    case int(__class__=c):\n        ans = 1", "forbidden attribute '__class__'"),
+    ("import math as __builtins__\nans = 1", "forbidden name '__builtins__'"),
+    ("try:\n    1 / 0\nexcept Exception as __builtins__:\n    ans = 1", "forbidden name '__builtins__'"),
     ("ans = 10**5000", "non-numeric ans: int too long"),
 ]
 

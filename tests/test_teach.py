@@ -44,7 +44,7 @@ def _check_records(kept: list[dict], rejected: list[dict]) -> None:
 # --- offline teachers ---------------------------------------------------------------------------------
 def test_symbolic_teacher_end_to_end(tmp_path):
     problems_path = tmp_path / "problems.jsonl"
-    write_jsonl(problems_path, [p.to_row() for p in synthetic.generate(40, seed=3, max_steps=3)])
+    write_jsonl(problems_path, [p.to_row() for p in synthetic.generate(25, seed=3, max_steps=3)])
     cfg = TeachConfig(problems=str(problems_path), run_dir=str(tmp_path / "run"), styles=("cot", "pot", "eot"),
                       samples=2, round=1, teacher=TeacherConfig(kind="symbolic", error_rate=0.3), seed=5)
     summary = teach(cfg)
@@ -55,10 +55,10 @@ def test_symbolic_teacher_end_to_end(tmp_path):
         kept, rejected = _files(run, 1, style)
         _check_records(kept, rejected)
         stats = summary.styles[style]
-        assert stats.kept == len(kept) > 20 and sum(stats.rejected.values()) == len(rejected)
+        assert stats.kept == len(kept) > 12 and sum(stats.rejected.values()) == len(rejected)
         # error_rate 0.3: deliberate mistakes are caught by verification, not kept.
-        assert stats.rejected.get("wrong answer", 0) + stats.rejected.get("no answer", 0) >= 5
-        assert stats.kept + sum(stats.rejected.values()) + stats.duplicates == stats.jobs == 80
+        assert stats.rejected.get("wrong answer", 0) + stats.rejected.get("no answer", 0) >= 3
+        assert stats.kept + sum(stats.rejected.values()) + stats.duplicates == stats.jobs == 50
         assert saved["styles"][style]["kept"] == stats.kept
         assert all(r["round"] == 1 and r["style"] == style for r in kept + rejected)
 
@@ -217,12 +217,12 @@ def test_kill_9_mid_run_then_resume_pays_nothing_twice(tmp_path):
 
 
 def test_budget_cap_stops_at_the_cap_and_keeps_what_was_paid(tmp_path, server, secret_env):
-    doc = _llm_cfg(tmp_path, server.url, budget_usd=1.0)
+    doc = _llm_cfg(tmp_path, server.url, budget_usd=0.4)
     doc["styles"] = ["pot"]
     cfg = _load(doc)
     summary = teach(cfg)
     assert summary.stopped and summary.stopped.startswith("budget")
-    assert 0 < summary.usage["cost_usd"] <= 1.0
+    assert 0 < summary.usage["cost_usd"] <= 0.4
     kept, rejected = _files(Path(cfg.run_dir), 0, "pot")
     paid = sum(server.stats()["served"].values())
     assert 0 < paid < 30 and len(kept) + len(rejected) == paid == summary.usage["results_ok"]

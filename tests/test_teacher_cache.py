@@ -6,6 +6,7 @@ parent and child build the very same requests.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -22,6 +23,7 @@ from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, ClientConfig
 from distill_jax.teacher.fake_server import FakeServer, content_key
 
 MODEL = "fake-model"
+SECRET = "sk-fake-BATCHSECRET-0123456789abcdef"
 
 
 def problems(count: int) -> list[ChatRequest]:
@@ -120,7 +122,8 @@ def test_sigkill_mid_run_then_rerun_sends_only_missing(tmp_path):
         assert sum(server.served.values()) <= count + 4
 
 
-def test_batch_round_trip_with_failed_lines(tmp_path):
+def test_batch_round_trip_with_failed_lines(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with FakeServer(batch_line_s=0.005) as server:
         server.add_fault("400", match="problem 3:")  # that batch line fails
         client = make_client(server.url, tmp_path / "cache.sqlite", batch=True)
@@ -131,14 +134,20 @@ def test_batch_round_trip_with_failed_lines(tmp_path):
         assert results[0].text.startswith("Answer to: problem 0")
         assert server.batches_created == 1 and server.files_uploaded == 1 and len(client.cache) == 7
         assert not state_path(client.cache.path).exists()
+        submitted = (tmp_path / "cache.sqlite.batch.input.jsonl").read_text().splitlines()
+        assert [json.loads(line)["custom_id"] for line in submitted] == [r.key(MODEL) for r in reqs]
         full = client.cfg.cost(client.usage.prompt_tokens, client.usage.completion_tokens)
         assert client.usage.cost_usd == pytest.approx(BATCH_DISCOUNT * full)
         # a rerun resubmits only what failed
         again = make_client(server.url, tmp_path / "cache.sqlite", batch=True).run_sync(reqs)
         assert all(r.ok for r in again) and server.batches_created == 2 and served(server, reqs[3]) == 1
+        assert server.auth_headers and set(server.auth_headers) == {f"Bearer {SECRET}"}
+    for path in tmp_path.iterdir():  # cache, WAL, submitted JSONL: the key is sent, never written
+        assert SECRET.encode() not in path.read_bytes(), path
 
 
-def test_batch_resumes_after_crash_mid_poll(tmp_path):
+def test_batch_resumes_after_crash_mid_poll(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)  # the child inherits it
     count, cache_path = 12, tmp_path / "cache.sqlite"
     with FakeServer(batch_line_s=0.1) as server:
         child = start_child(server.url, cache_path, "batch", count)
@@ -150,6 +159,7 @@ def test_batch_resumes_after_crash_mid_poll(tmp_path):
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
         assert rows_in(cache_path) == 0 and server.batches_created == 1
+        assert SECRET not in state.read_text()
 
         client = make_client(server.url, cache_path, batch=True)
         results = client.run_sync(problems(count))

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from distill_jax.config import ConfigError
 from distill_jax.teacher.cache import ResponseCache
-from distill_jax.teacher.client import ChatRequest, ClientConfig, TeacherClient, parse_retry_after
+from distill_jax.teacher.client import ChatRequest, ClientConfig, TeacherClient
+from distill_jax.teacher.ratelimit import parse_retry_after
 from distill_jax.teacher.fake_server import FakeServer, content_key, default_reply
 
 MODEL = "fake-model"
@@ -63,9 +68,9 @@ def test_retry_after_http_date():
 
 @pytest.mark.parametrize("fault", ["500", "503", "drop", "malformed", "truncated", "empty", "timeout"])
 def test_transient_faults_are_retried(server, tmp_path, fault):
-    server.hang_s = 0.6
+    server.hang_s = 1.5  # the hung request sleeps past the client's timeout, then drops the connection
     server.add_fault(fault)
-    client = make_client(server, tmp_path, timeout_s=0.3)
+    client = make_client(server, tmp_path, timeout_s=0.5 if fault == "timeout" else 5.0)
     results = client.run_sync(prompts(3))
     assert all(r.ok for r in results), [r.error for r in results]
     assert client.usage.retries == 1 and client.usage.requests_sent == 4
@@ -79,13 +84,14 @@ def test_permanent_failures_are_per_request_and_not_retried(server, tmp_path):
     server.add_fault("401", match="q1")
     server.add_fault("400", match="q2")
     server.add_fault("context_length", match="q3")
+    server.add_fault("quota", match="q4")
     client = make_client(server, tmp_path)
-    results = client.run_sync(prompts(5))
+    results = client.run_sync(prompts(6))
     kinds = [r.error_kind for r in results]
-    assert kinds == [None, "auth", "bad_request", "context_length", None]
-    assert "maximum context length" in results[3].error
-    assert [received_for(server, r.request) for r in results] == [1, 1, 1, 1, 1]
-    assert client.usage.failures == {"auth": 1, "bad_request": 1, "context_length": 1}
+    assert kinds == [None, "auth", "bad_request", "context_length", "rate_limited", None]
+    assert "maximum context length" in results[3].error and "quota" in results[4].error
+    assert [received_for(server, r.request) for r in results] == [1] * 6
+    assert client.usage.failures == {"auth": 1, "bad_request": 1, "context_length": 1, "rate_limited": 1}
     assert len(client.cache) == 2  # failures are not cached: a rerun asks again
 
 
@@ -116,6 +122,14 @@ def test_n_partly_cached_asks_only_for_missing_samples(server, tmp_path):
     assert served_for(server, results[0].request) == 5 and client.usage.requests_sent == 2
 
 
+def test_chunked_responses(tmp_path):
+    with FakeServer(chunked=True) as server:
+        client = make_client(server, tmp_path)
+        results = client.run_sync(prompts(3, samples=2, temperature=0.7))
+        assert all(r.ok for r in results) and results[1].text.endswith("[choice 1]")
+        assert client.usage.retries == 0
+
+
 @pytest.mark.parametrize("server_kwargs", [{"supports_n": False}, {"max_choices": 2}])
 def test_n_fallback_to_separate_requests(tmp_path, server_kwargs):
     with FakeServer(**server_kwargs) as server:
@@ -132,7 +146,17 @@ def test_requests_per_minute_limit(server, tmp_path):
     results = client.run_sync(prompts(25))
     elapsed = time.monotonic() - start
     assert all(r.ok for r in results)
-    assert 1.4 <= elapsed <= 3.0, f"25 requests at 10/s with a burst of 10 took {elapsed:.2f} s"
+    assert 1.4 <= elapsed <= 4.0, f"25 requests at 10/s with a burst of 10 took {elapsed:.2f} s"
+
+
+def test_tokens_per_minute_limit(server, tmp_path):
+    # 500 tokens/s; each request is charged ~10 prompt + max_tokens 90 = 100 up front: a burst of 5, then 5/s
+    client = make_client(server, tmp_path, concurrency=8, tokens_per_minute=30000)
+    start = time.monotonic()
+    results = client.run_sync(prompts(10, max_tokens=90))
+    elapsed = time.monotonic() - start
+    assert all(r.ok for r in results)
+    assert 0.9 <= elapsed <= 4.0, f"10 requests of 100 tokens at 500 tokens/s took {elapsed:.2f} s"
 
 
 def test_budget_cap_stops_sending(server, tmp_path):
@@ -200,3 +224,21 @@ def test_duplicates_sent_once_and_on_result_sees_all(server, tmp_path):
     assert client.usage.requests_sent == 3 and len(seen) == 5
     assert [r.request.meta["id"] for r in results] == [0, 1, 2, 0, 1]
     assert results[3].text == results[0].text
+
+
+def test_fake_server_runs_as_a_process(tmp_path):
+    """The mode other tests and the benchmark use: prints its port, serves, reports counts on /_stats."""
+    proc = subprocess.Popen([sys.executable, "-m", "distill_jax.teacher.fake_server", "--port", "0",
+                             "--latency-ms", "10", "--fault", "503:0.1"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        client = TeacherClient(ClientConfig(base_url=f"http://127.0.0.1:{port}/v1", model=MODEL),
+                               ResponseCache(tmp_path / "c.sqlite"))
+        results = client.run_sync(prompts(3, samples=2, temperature=0.7))
+        assert all(r.ok for r in results) and client.usage.retries == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=5) as resp:
+            stats = json.load(resp)
+        assert stats["requests"] == 4 and sorted(stats["served"].values()) == [2, 2, 2]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,5 +1,7 @@
 """Sharded training equals one-device training: data, FSDP and tensor parallel meshes; grad accumulation.
 
+Params get atol 1e-4 on values ~0.1: Adam divides by sqrt(v), so a gradient entry near zero turns a
+rounding difference into a visible one (seen: 2.5e-5); a real error moves params by ~lr = 1e-2.
 Tolerance: the meshes compute the same math with reductions (matmul contractions, the loss and gradient
 all-reduces) split and summed in another order, so float32 results differ by rounding only: ~1e-7
 relative per op, a few ulps after a few Adam steps. rtol 1e-5 catches any real error (a wrong sharding,
@@ -42,29 +44,25 @@ def reference():
     return _run(S.MeshConfig(data=1), devices=jax.devices()[:1])
 
 
-@pytest.mark.parametrize("mesh_cfg", [S.MeshConfig(data=8), S.MeshConfig(data=2, fsdp=4),
-                                      S.MeshConfig(data=2, fsdp=1, tensor=4)], ids=["dp", "fsdp", "tensor"])
-def test_mesh_matches_one_device(reference, mesh_cfg):
-    ref_losses, ref_params, _ = reference
-    losses, params, state = _run(mesh_cfg)
+def _assert_same(run, reference):
+    (losses, params, _), (ref_losses, ref_params, _) = run, reference
     assert ref_losses[-1] < ref_losses[0] - 0.05, "the reference should be learning"
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # the layout really is sharded the way the mesh says
-    emb = state.params["shared"]["embedding"]
-    if mesh_cfg.fsdp > 1:
-        assert emb.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
-        mu = state.opt_state[1][0].mu["shared"]["embedding"]
-        assert mu.sharding.spec == emb.sharding.spec and len(mu.addressable_shards[0].data) == VOCAB
-    if mesh_cfg.tensor > 1:
-        assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", None)
-        assert emb.addressable_shards[0].data.shape == (VOCAB // 4, CONFIG.d_model)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_grad_accumulation_equals_one_big_batch(reference):
-    ref_losses, ref_params, _ = reference
-    losses, params, _ = _run(S.MeshConfig(data=2), devices=jax.devices()[:2], grad_accum=4)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+def test_data_parallel_matches_one_device(reference):
+    _assert_same(_run(S.MeshConfig(data=8)), reference)
+
+
+def test_fsdp_tensor_and_grad_accumulation_match_one_device(reference):
+    """One compile covers FSDP x tensor parallelism and a 2-microbatch scan (each is a pure reordering)."""
+    run = _run(S.MeshConfig(data=1, fsdp=4, tensor=2), grad_accum=2)
+    _assert_same(run, reference)
+    state = run[2]
+    emb = state.params["shared"]["embedding"]  # (vocab, embed) -> (tensor, fsdp)
+    assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+    assert emb.addressable_shards[0].data.shape == (VOCAB // 2, CONFIG.d_model // 4)
+    mu = state.opt_state[1][0].mu["shared"]["embedding"]  # AdamW's first moment follows its parameter
+    assert mu.sharding.spec == emb.sharding.spec

@@ -12,6 +12,7 @@ import torch
 from jax.sharding import PartitionSpec as P
 
 from distill_jax.config import ConfigError, load
+from distill_jax.data.records import DataError
 from distill_jax.train import batches as B
 from distill_jax.train import sharding as S
 from distill_jax.train.config import TrainConfig
@@ -104,16 +105,10 @@ def test_truncate_and_drop_are_counted():
             return [[5] * len(t.split()) + [1] for t in texts]
 
     recs = [{"question": "a b c", "style": "pot", "rationale": "x " * n, "meta": {}} for n in (2, 3, 30)]
-    import distill_jax.train.batches as mod
-    real = mod.input_text
-    mod.input_text = lambda r: r["question"]
-    try:
-        ex, st = B.tokenize(recs, Tok(), B.DataConfig(buckets=((8, 4), (8, 8)), overflow="truncate"))
-        assert st["truncated"] == 1 and st["per_bucket"] == [2, 1] and len(ex[2].target_ids) == 8
-        ex, st = B.tokenize(recs, Tok(), B.DataConfig(buckets=((8, 8),), overflow="drop"))
-        assert st["dropped"] == 1 and len(ex) == 2
-    finally:
-        mod.input_text = real
+    ex, st = B.tokenize(recs, Tok(), B.DataConfig(buckets=((8, 4), (8, 8)), overflow="truncate"))
+    assert st["truncated"] == 1 and st["per_bucket"] == [2, 1] and len(ex[2].target_ids) == 8
+    ex, st = B.tokenize(recs, Tok(), B.DataConfig(buckets=((8, 8),), overflow="drop"))
+    assert st["dropped"] == 1 and len(ex) == 2
 
 
 def test_weights_from_style_and_task():
@@ -123,18 +118,15 @@ def test_weights_from_style_and_task():
         def encode_batch(self, texts, add_eos=True):
             return [[3, 1] for _ in texts]
 
-    import distill_jax.train.batches as mod
-    real = mod.input_text
-    mod.input_text = lambda r: r["question"]
-    try:
-        recs = [{"question": "q", "style": "dss", "rationale": "r", "meta": {"task": "label"}},
-                {"question": "q", "style": "dss", "rationale": "r", "meta": {"task": "rationale"}},
-                {"question": "q", "style": "pot", "rationale": "r", "meta": {}}]
-        cfg = B.DataConfig(style_weights={"dss": 2.0}, task_weights={"rationale": 0.5})
-        ex, _ = B.tokenize(recs, Tok(), cfg)
-        assert [e.weight for e in ex] == [2.0, 1.0, 1.0]
-    finally:
-        mod.input_text = real
+    recs = [{"question": "q", "style": "dss", "rationale": "r", "meta": {"task": "label"}},
+            {"question": "q", "style": "dss", "rationale": "r", "meta": {"task": "rationale"}},
+            {"question": "q", "style": "pot", "rationale": "r", "meta": {}}]
+    cfg = B.DataConfig(style_weights={"dss": 2.0}, task_weights={"rationale": 0.5})
+    ex, _ = B.tokenize(recs, Tok(), cfg)
+    assert [e.weight for e in ex] == [2.0, 1.0, 1.0]
+    assert [B.input_text(r) for r in recs] == ["[dss] q", "[dss:rationale] q", "[pot] q"]
+    with pytest.raises(DataError, match="f.jsonl:3: unknown style 'nope'"):
+        B.input_text({"question": "q", "style": "nope", "_where": "f.jsonl:3"})
 
 
 def test_schedules():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 from typing import Any, Sequence
 
 import jax
@@ -43,26 +44,24 @@ def _encode(params: Any, config: T5Config, input_ids: Array, attention_mask: Arr
     return model, ckv, attention_mask
 
 
-def _filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
-    """Logits outside the top-k / nucleus set to -inf (the most likely token always stays)."""
-    if top_k > 0:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    if top_p < 1.0:
-        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the strictly more likely tokens
-        keep = before < top_p
-        cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-    return logits
+def _filter_logits(logits: Array, top_k: Array, top_p: Array) -> Array:
+    """Logits outside the top-k (k <= 0: all) and the nucleus of mass top_p set to -inf; the most likely
+    token always stays. k and p are traced so that changing them does not recompile."""
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    rank = jnp.arange(logits.shape[-1])
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass of the strictly more likely tokens
+    keep = ((top_k <= 0) | (rank < top_k)) & (before < top_p)
+    keep = keep.at[:, 0].set(True)
+    cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits < cutoff, -jnp.inf, logits)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_samples", "top_k", "top_p",
-                                             "greedy", "eos_id"))
-def _token_loop(params: Any, input_ids: Array, attention_mask: Array, rng: Array, temperature: Array, *,
-                config: T5Config, max_new_tokens: int, num_samples: int, top_k: int, top_p: float,
-                greedy: bool, eos_id: int) -> tuple[Array, Array]:
+# Only what changes shapes or the program is static; eos, temperature, top-k/p are traced values.
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_samples", "greedy", "filtered"))
+def _token_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Array, rng: Array,
+                temperature: Array, top_k: Array, top_p: Array, *, config: T5Config, max_new_tokens: int,
+                num_samples: int, greedy: bool, filtered: bool) -> tuple[Array, Array]:
     TRACE_COUNTS["greedy" if greedy else "sample"] += 1
     model, ckv, enc_mask = _encode(params, config, input_ids, attention_mask, num_samples)
     rows = enc_mask.shape[0]
@@ -75,7 +74,8 @@ def _token_loop(params: Any, input_ids: Array, attention_mask: Array, rng: Array
         if greedy:
             nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         else:
-            scaled = _filter_logits(logits / temperature, top_k, top_p)
+            scaled = logits / temperature
+            scaled = _filter_logits(scaled, top_k, top_p) if filtered else scaled
             nxt = jax.random.categorical(jax.random.fold_in(rng, step), scaled, axis=-1).astype(jnp.int32)
         nxt = jnp.where(done, pad, nxt)
         out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, step))
@@ -97,9 +97,9 @@ def _gather(x: Array, idx: Array) -> Array:
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_beams", "length_penalty", "eos_id"))
-def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, *, config: T5Config, max_new_tokens: int,
-               num_beams: int, length_penalty: float, eos_id: int) -> Array:
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_beams"))
+def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Array, length_penalty: Array, *,
+               config: T5Config, max_new_tokens: int, num_beams: int) -> Array:
     TRACE_COUNTS["beam"] += 1
     model, ckv, enc_mask = _encode(params, config, input_ids, attention_mask, num_beams)
     b, k, t = input_ids.shape[0], num_beams, max_new_tokens
@@ -155,17 +155,17 @@ def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, *, config: 
     return fin_seq[:, 0]
 
 
-def _eos(config: T5Config, eos_id: int | None) -> int:
+def _eos(config: T5Config, eos_id: int | None) -> Array:
     # eos_id=-1 never matches: benchmarks use it to force max_new_tokens steps.
-    return config.eos_token_id if eos_id is None else int(eos_id)
+    return jnp.int32(config.eos_token_id if eos_id is None else eos_id)
 
 
 def greedy(params: Any, config: T5Config, input_ids: Array, attention_mask: Array, max_new_tokens: int, *,
            eos_id: int | None = None, return_steps: bool = False):
     """Argmax decoding -> int32 [B, max_new_tokens] (and the number of steps run when return_steps)."""
-    out, steps = _token_loop(params, input_ids, attention_mask, jax.random.PRNGKey(0), jnp.float32(1.0),
-                             config=config, max_new_tokens=max_new_tokens, num_samples=1, top_k=0, top_p=1.0,
-                             greedy=True, eos_id=_eos(config, eos_id))
+    out, steps = _token_loop(params, input_ids, attention_mask, _eos(config, eos_id), jax.random.PRNGKey(0),
+                             jnp.float32(1.0), jnp.int32(0), jnp.float32(1.0), config=config,
+                             max_new_tokens=max_new_tokens, num_samples=1, greedy=True, filtered=False)
     return (out, steps) if return_steps else out
 
 
@@ -177,9 +177,9 @@ def sample(params: Any, config: T5Config, input_ids: Array, attention_mask: Arra
         raise ValueError(f"temperature must be > 0 (use greedy for argmax), got {temperature}")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    out, _ = _token_loop(params, input_ids, attention_mask, rng, jnp.float32(temperature), config=config,
-                         max_new_tokens=max_new_tokens, num_samples=num_samples, top_k=int(top_k),
-                         top_p=float(top_p), greedy=False, eos_id=_eos(config, eos_id))
+    out, _ = _token_loop(params, input_ids, attention_mask, _eos(config, eos_id), rng, jnp.float32(temperature),
+                         jnp.int32(top_k), jnp.float32(top_p), config=config, max_new_tokens=max_new_tokens,
+                         num_samples=num_samples, greedy=False, filtered=top_k > 0 or top_p < 1.0)
     return out.reshape(input_ids.shape[0], num_samples, max_new_tokens)
 
 
@@ -188,8 +188,8 @@ def beam_search(params: Any, config: T5Config, input_ids: Array, attention_mask:
     """The best beam per input -> int32 [B, max_new_tokens], as HF `generate(num_beams=...)` returns it."""
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    return _beam_loop(params, input_ids, attention_mask, config=config, max_new_tokens=max_new_tokens,
-                      num_beams=num_beams, length_penalty=float(length_penalty), eos_id=_eos(config, eos_id))
+    return _beam_loop(params, input_ids, attention_mask, _eos(config, eos_id), jnp.float32(length_penalty),
+                      config=config, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
@@ -201,17 +201,21 @@ def generate_texts(params: Any, config: T5Config, tokenizer: Any, inputs: Sequen
                    batch_size: int, mode: str = "greedy", *, mesh: Mesh | None = None, rng: Array | None = None,
                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
                    num_beams: int = 4, length_penalty: float = 1.0, buckets: Sequence[int] = DEFAULT_BUCKETS,
-                   progress: bool = True) -> list[str] | list[list[str]]:
+                   param_shardings: Any = None, progress: bool = True) -> list[str] | list[list[str]]:
     """Decode every input text; results in input order (a list of `num_samples` texts per input when sampling
     with num_samples > 1). Inputs are grouped by length bucket and padded to [batch_size, bucket], so each
-    bucket compiles once; with a mesh the batch axis is sharded over its `data` axis."""
+    bucket compiles once. With a mesh the batch axis is sharded over its `data` (and `fsdp`) axes and the
+    params are replicated, or placed with `param_shardings` when given."""
     if mode not in ("greedy", "sample", "beam"):
         raise ValueError(f"mode must be 'greedy', 'sample' or 'beam', got {mode!r}")
     if mode == "sample" and rng is None:
         raise ValueError("mode='sample' needs an explicit rng key")
-    data_size = mesh.shape["data"] if mesh is not None else 1
+    batch_axes = tuple(a for a in ("data", "fsdp") if mesh is not None and a in mesh.shape)
+    data_size = math.prod(mesh.shape[a] for a in batch_axes) if mesh is not None else 1
+    if mesh is not None and not batch_axes:
+        raise ValueError(f"the mesh has no `data` axis to shard the batch over (axes {tuple(mesh.shape)})")
     if batch_size % data_size:
-        raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh's data axis ({data_size})")
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh's batch axes ({data_size})")
     encoded = tokenizer.encode_batch(list(inputs))
     limit = max(buckets)
     by_bucket: dict[int, list[int]] = collections.defaultdict(list)
@@ -220,8 +224,9 @@ def generate_texts(params: Any, config: T5Config, tokenizer: Any, inputs: Sequen
             encoded[i] = ids[:limit - 1] + [tokenizer.eos_id]
         by_bucket[bucket_for(len(encoded[i]), buckets)].append(i)
     if mesh is not None:
-        batch_sharding = NamedSharding(mesh, P("data"))
-        params = jax.device_put(params, NamedSharding(mesh, P()))
+        batch_sharding = NamedSharding(mesh, P(batch_axes))
+        params = jax.device_put(params, param_shardings if param_shardings is not None
+                                else NamedSharding(mesh, P()))
     results: list[Any] = [None] * len(encoded)
     jobs = [(length, idx[s:s + batch_size]) for length, idx in sorted(by_bucket.items())
             for s in range(0, len(idx), batch_size)]

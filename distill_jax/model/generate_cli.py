@@ -77,11 +77,13 @@ def _read_inputs(path: str, style: str | None) -> tuple[list[dict], list[str]]:
 def _mesh(batch_size: int):
     """A `data` mesh over every device when the batch divides evenly; None (one device) otherwise."""
     import jax
+    import numpy as np
+    from jax.sharding import Mesh
 
     n = jax.device_count()
     if n == 1 or batch_size % n:
         return None
-    return jax.make_mesh((n,), ("data",))
+    return Mesh(np.asarray(jax.devices()), ("data",))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -93,6 +93,10 @@ def _rebuild_parameter(tensor: np.ndarray, *_: Any) -> np.ndarray:
     return tensor
 
 
+class _StateDict(dict):
+    """Stands in for OrderedDict; torch pickles a state dict's `_metadata` attribute onto it."""
+
+
 class _StorageType:
     def __init__(self, name: str) -> None:
         self.dtype = np.dtype(_STORAGE_DTYPES[name])
@@ -121,7 +125,7 @@ def read_torch_bin(path: str | Path) -> dict[str, np.ndarray]:
         class Unpickler(pickle.Unpickler):
             def find_class(self, module: str, name: str) -> Any:
                 if (module, name) == ("collections", "OrderedDict"):
-                    return dict
+                    return _StateDict
                 if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
                     return _rebuild_tensor
                 if (module, name) == ("torch._utils", "_rebuild_parameter"):
@@ -143,7 +147,7 @@ def read_torch_bin(path: str | Path) -> dict[str, np.ndarray]:
             state = Unpickler(f).load()
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return state
+    return dict(state)
 
 
 # ---------------------------------------------------------------- load / save
@@ -235,16 +239,20 @@ def save_hf(params: dict, config: T5Config, out_dir: str | Path, tokenizer_dir: 
     return out_dir
 
 
-_MODEL_FILES = {"config.json", "generation_config.json", *WEIGHT_FILES,
-                "model.safetensors.index.json", "pytorch_model.bin.index.json"}
+MODEL_FILES = frozenset({"config.json", "generation_config.json", *WEIGHT_FILES,
+                         "model.safetensors.index.json", "pytorch_model.bin.index.json"})
+
+
+def tokenizer_files(directory: str | Path) -> list[Path]:
+    """The files of a tokenizer directory (which may be a whole HF model directory: model files are left out)."""
+    return sorted(f for f in Path(directory).iterdir() if f.is_file() and f.name not in MODEL_FILES)
 
 
 def copy_tokenizer_files(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
-    """Copy a tokenizer directory's files (it may also be a whole HF model directory: model files are skipped)."""
     tokenizer_dir = Path(tokenizer_dir)
     if not tokenizer_dir.is_dir():
         raise ConfigError(f"tokenizer directory {tokenizer_dir} does not exist")
-    files = [f for f in tokenizer_dir.iterdir() if f.is_file() and f.name not in _MODEL_FILES]
+    files = tokenizer_files(tokenizer_dir)
     if not files:
         raise ConfigError(f"tokenizer directory {tokenizer_dir} holds no tokenizer files")
     for f in files:

@@ -179,11 +179,6 @@ class _Screen(ast.NodeVisitor):
 
     visit_Await = visit_AsyncFor = visit_AsyncWith = visit_AsyncFunctionDef
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        if node.name.startswith("__"):
-            raise Forbidden(f"forbidden name '{node.name}'")
-        self.generic_visit(node)
-
 
 def screen(code: str) -> tuple[ast.Module | None, str | None]:
     """Parse and check a program: (tree, None) when it may run, (None, reason) when not."""
@@ -194,7 +189,12 @@ def screen(code: str) -> tuple[ast.Module | None, str | None]:
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
         return None, f"syntax error: {type(exc).__name__}"
     try:
-        _Screen(_bound_names(tree)).visit(tree)
+        bound = _bound_names(tree)
+        # Binding a dunder (`def __getattr__`, `import math as __builtins__`, `except E as __builtins__`).
+        for name in sorted(bound):
+            if name.startswith("__") and name not in _ALLOWED_DUNDER_NAMES:
+                raise Forbidden(f"forbidden name '{name}'")
+        _Screen(bound).visit(tree)
     except Forbidden as exc:
         return None, str(exc)
     except RecursionError:
@@ -226,21 +226,8 @@ class _CappedWriter:
         return "".join(self.parts) + ("\n...[stdout truncated]" if self.truncated else "")
 
 
-def _fraction_as_number(value: fractions.Fraction) -> decimal.Decimal | float:
-    """Exact decimal when the fraction terminates; otherwise what the same program computing in floats gives."""
-    den, twos, fives = value.denominator, 0, 0
-    while den % 2 == 0:
-        den, twos = den // 2, twos + 1
-    while den % 5 == 0:
-        den, fives = den // 5, fives + 1
-    if den != 1:
-        return float(value)
-    scale = max(twos, fives)
-    return decimal.Decimal(f"{value.numerator * 10**scale // value.denominator}E-{scale}")  # exact, unlike scaleb
-
-
 def describe_value(value: object) -> dict:
-    """The reply fields for `ans`: a plain decimal text for numbers (the parent canonicalises it)."""
+    """The reply fields for `ans`: an exact number text that the parent canonicalises, or an error."""
     kind = type(value).__name__
     try:
         shown = repr(value)[:_VALUE_REPR_LIMIT]
@@ -261,11 +248,11 @@ def describe_value(value: object) -> dict:
 
 
 def _number_text(value: int | float | str | fractions.Fraction | decimal.Decimal) -> str | None:
-    """Plain decimal notation (no exponent) for the parent's normalize_number; None when not finite."""
+    """Exact text for the parent's normalize_number (no exponent, `n/d` for fractions); None when not finite."""
     if isinstance(value, str):
         return value.strip()
-    if isinstance(value, fractions.Fraction):
-        value = _fraction_as_number(value)
+    if isinstance(value, fractions.Fraction):  # exact; normalize_number rounds what does not terminate
+        return f"{value.numerator}/{value.denominator}"
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
@@ -379,18 +366,15 @@ def _drop_privileges() -> None:
 
 
 def _limit_process(memory_mb: int) -> None:
-    limits = [
+    """Lowering a limit is always allowed, so a failure here is a real error (reported as fatal)."""
+    for which, value in [
         (resource.RLIMIT_AS, memory_mb * 2**20),
-        (resource.RLIMIT_NPROC, 0),
-        (resource.RLIMIT_FSIZE, 0),
+        (resource.RLIMIT_NPROC, 0),  # no fork, no thread
+        (resource.RLIMIT_FSIZE, 0),  # SIGXFSZ on any write to a file
         (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_NOFILE, 0),
-    ]
-    for which, value in limits:
-        try:
-            resource.setrlimit(which, (value, value))
-        except (ValueError, OSError):
-            pass
+        (resource.RLIMIT_NOFILE, 0),  # no open(), socket() or pipe() succeeds
+    ]:
+        resource.setrlimit(which, (value, value))
 
 
 def _limit_cpu(timeout_s: float) -> None:
@@ -403,7 +387,7 @@ def _limit_cpu(timeout_s: float) -> None:
 
 def main(settings: dict) -> int:
     # Keep the protocol pipes on private fds; 0-2 become /dev/null so nothing reaches the parent by accident.
-    requests = os.fdopen(os.dup(0), "rb", buffering=0)
+    requests = os.fdopen(os.dup(0), "rb")
     replies = os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):

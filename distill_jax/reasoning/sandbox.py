@@ -6,13 +6,21 @@ optionally followed by `print(ans)`. Each program runs in one of a few persisten
 this side owns the wall clock: a worker that passes the deadline, crashes or blows its memory is killed and
 replaced, the program is reported with a reason, and the pool carries on.
 
-Allowed imports: math, cmath, fractions, decimal, datetime, statistics, itertools, functools, collections,
-operator (without attrgetter/methodcaller), re, heapq, bisect. Not allowed: classes, attribute assignment,
-`str.format` on anything but a literal, and any name or attribute starting with `_` (except `__name__`).
+Allowed imports: math, cmath, fractions, decimal, datetime, statistics, itertools, functools (without
+update_wrapper/wraps/total_ordering), collections, operator (without attrgetter/methodcaller), re, heapq,
+bisect; `re` is in because programs parse numbers out of strings, and a catastrophic regex is just a timeout.
+Not allowed: other imports (numpy, sympy, random, os, ...), classes, async, attribute assignment,
+`str.format` on anything but a literal, and names or attributes starting with `_` (except `__name__`).
+Limits per worker: 256 MiB address space, CPU time a little over the timeout, no fork, no new file.
 
 No program can change what the next one sees (fresh globals, builtins and module copies; attribute assignment
-is rejected; the decimal context is reset), so workers are reused; they are still recycled after
-`max_programs_per_worker` programs and after any MemoryError, as a bound on whatever was missed.
+is rejected; the decimal context is reset; garbage is collected before the reply), so workers are reused;
+they are still recycled after `max_programs_per_worker` programs and after any MemoryError.
+
+ProgramResult.error kinds: "timeout", "memory", "syntax error: ...", "forbidden import 'os'",
+"forbidden name 'open'", "forbidden attribute '__class__'", "forbidden attribute assignment '.x'",
+"forbidden syntax: class", "forbidden format field '{0.x}'", "runtime error: ZeroDivisionError",
+"no ans", "non-numeric ans: str", "program too long (N characters)", "worker crashed (SIGSEGV)".
 """
 from __future__ import annotations
 
@@ -70,7 +78,9 @@ def _result_from_reply(reply: dict) -> ProgramResult:
         return ProgramResult(None, value, str(reply["error"]), stdout)
     answer = normalize_number(str(reply.get("text", "")))
     if answer is None:
-        return ProgramResult(None, value, f"non-numeric ans: {reply.get('type')}", stdout)
+        kind = str(reply.get("type"))
+        detail = kind if kind == "str" else f"{kind} out of range"  # numbers past answers.MAX_INT_DIGITS
+        return ProgramResult(None, value, f"non-numeric ans: {detail}", stdout)
     return ProgramResult(answer, value, None, stdout)
 
 
@@ -172,6 +182,8 @@ class SandboxPool:
     def run(self, codes: list[str], timeout_s: float = 2.0, progress: ProgressFn | None = None
             ) -> list[ProgramResult]:
         """Results in input order. timeout_s is wall-clock per program, from the moment a worker gets it."""
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         with self._lock:
             if os.getpid() != self._pid:  # forked: the workers (and their pipes) belong to the parent
                 self._workers, self._pid = [], os.getpid()

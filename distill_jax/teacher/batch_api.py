@@ -3,7 +3,8 @@
 into the cache.
 
 The batch id is saved in a state file next to the cache (`<cache>.batch.json`) as soon as it exists, so a
-crash while polling resumes the same paid batch instead of submitting (and paying for) it again. Each sample
+crash while polling resumes the same paid batch instead of submitting (and paying for) it again. The last
+submitted JSONL stays next to it (`<cache>.batch.input.jsonl`) for inspection; it holds no secrets. Each sample
 is one JSONL line with n=1: custom_id must identify exactly one cache row.
 """
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, _Choices, chat_body
+from rich.console import Console
+
+from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, Choices, chat_body
 from distill_jax.teacher.http import HttpPool, TransportError
+from distill_jax.teacher.ratelimit import backoff_delay
 
 if TYPE_CHECKING:
     from distill_jax.teacher.client import TeacherClient
@@ -66,6 +70,8 @@ async def run_batch(client: "TeacherClient", pool: HttpPool, requests: list[Chat
                                ensure_ascii=False) + "\n" for k, r in todo.items())
     state: dict[str, Any] = {"model": model, "requests": {k: r.canonical(model) for k, r in todo.items()},
                              "input_file_id": None, "batch_id": None}
+    jsonl = path.with_name(path.name.replace(".json", ".input.jsonl"))  # what was submitted, for inspection
+    jsonl.write_text(lines, encoding="utf-8")
     state["input_file_id"] = (await _upload(client, pool, lines.encode("utf-8")))["id"]
     _save_state(path, state)
     failed.update(await _finish(client, pool, state, path, progress))
@@ -84,11 +90,15 @@ async def _finish(client: "TeacherClient", pool: HttpPool, state: dict, path: Pa
         _save_state(path, state)
         log.info("created batch %s with %d requests", doc["id"], len(state["requests"]))
     batch_id = state["batch_id"]
+    console, last = Console(stderr=True), ""
     while True:
         batch = await _api(client, pool, "GET", f"/batches/{batch_id}")
         counts = batch.get("request_counts") or {}
-        log.info("batch %s: %s, %s/%s done, %s failed", batch_id, batch.get("status"), counts.get("completed", 0),
-                 counts.get("total", "?"), counts.get("failed", 0))
+        line = (f"batch {batch_id}: {batch.get('status')}, {counts.get('completed', 0)}/{counts.get('total', '?')} "
+                f"done, {counts.get('failed', 0)} failed")
+        if line != last:  # a 24 h batch polls often: print changes only
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {line}", highlight=False)
+            last = line
         if progress:
             progress(batch)
         if batch.get("status") in TERMINAL:
@@ -106,6 +116,10 @@ async def _finish(client: "TeacherClient", pool: HttpPool, state: dict, path: Pa
         if key not in failed and key not in client.cache:
             errors = client.scrub(json.dumps(batch.get("errors") or {}))[:200]
             failed[key] = f"server_error: no result in batch {batch_id} (status {status}) {errors}".rstrip()
+    if failed:
+        example = next(iter(failed.values()))
+        console.print(f"batch {batch_id}: {len(failed)} of {len(state['requests'])} requests failed "
+                      f"(e.g. {example}); a rerun resubmits only those", highlight=False)
     return failed
 
 
@@ -119,8 +133,8 @@ def _ingest(client: "TeacherClient", state: dict, line: dict, failed: dict[str, 
         failed[key] = f"bad_request: {client.scrub(json.dumps(line['error']))[:300]}"
         return
     body = json.dumps(response.get("body") or {}).encode("utf-8")
-    outcome = client._classify(int(response.get("status_code") or 0), {}, body, 1)
-    if isinstance(outcome, _Choices):
+    outcome = client.classify(int(response.get("status_code") or 0), {}, body, 1)
+    if isinstance(outcome, Choices):
         text, finish = outcome.items[0]
         client.cache.put(key, request, {"text": text, "usage": outcome.usage, "finish_reason": finish})
         client.add_usage(outcome.usage, BATCH_DISCOUNT)
@@ -155,5 +169,5 @@ async def _api(client: "TeacherClient", pool: HttpPool, method: str, path: str, 
             if resp.status != 429 and resp.status < 500:
                 break
         if attempt < cfg.max_retries:
-            await asyncio.sleep(random.uniform(0, min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** attempt)))
+            await asyncio.sleep(backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s))
     raise BatchError(client.scrub(f"batch API {method} {path} failed: {problem}"))

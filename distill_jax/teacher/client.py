@@ -16,12 +16,12 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable
 
 from distill_jax.config import ConfigError
 from distill_jax.teacher.cache import ResponseCache
 from distill_jax.teacher.http import Endpoint, HttpPool, TransportError
+from distill_jax.teacher.ratelimit import TokenBucket, backoff_delay, parse_retry_after
 
 log = logging.getLogger("distill_jax.teacher")
 
@@ -160,6 +160,8 @@ class UsageTotals:
 
 @dataclass
 class Estimate:
+    """What a run would send and cost (dry run)."""
+
     requests: int  # results asked for (distinct keys)
     cached: int
     to_send: int  # samples not in the cache
@@ -174,38 +176,10 @@ class Estimate:
                 f"~${self.cost_usd:.4f}")
 
 
-class TokenBucket:
-    """`per_minute` units refilled continuously; holds at most one second's worth, so bursts stay small."""
-
-    def __init__(self, per_minute: float):
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate)
-        self.tokens = self.capacity
-        self.last = time.monotonic()
-        self._lock = asyncio.Lock()  # FIFO: waiters are served in arrival order
-
-    async def acquire(self, amount: float = 1.0) -> None:
-        if self.rate <= 0:
-            return
-        amount = min(amount, self.capacity)
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-                self.last = now
-                if self.tokens >= amount:
-                    self.tokens -= amount
-                    return
-                await asyncio.sleep((amount - self.tokens) / self.rate)
-
-    def debit(self, amount: float) -> None:
-        """Correct an estimate after the fact (may go negative: later requests wait)."""
-        if self.rate > 0:
-            self.tokens -= amount
-
-
 @dataclass
-class _Failure:
+class Failure:
+    """One attempt's failure; `kind` is one of ERROR_KINDS."""
+
     kind: str
     message: str
     retryable: bool
@@ -213,26 +187,18 @@ class _Failure:
 
 
 @dataclass
-class _Choices:
+class Choices:
+    """A successful completion: its choices in index order and the billed usage."""
+
     items: list[tuple[str, str | None]]  # (text, finish_reason)
     usage: dict[str, int]
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds, or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 class TeacherClient:
+    """Runs lists of `ChatRequest`s: cache hits first, the rest over HTTP (or the Batch API), each response
+    committed to the cache as it arrives. `usage` accumulates over the client's lifetime; `on_result` is called
+    once per result (cached ones too), on the event-loop thread."""
+
     def __init__(self, cfg: ClientConfig, cache: ResponseCache,
                  on_result: Callable[[ChatResult], None] | None = None):
         self.cfg = cfg
@@ -300,13 +266,13 @@ class TeacherClient:
         hits = self.cache.get_many(where)
         for k, row in hits.items():
             deliver(ChatResult(k, row["text"], row["usage"], True, None, row["finish_reason"], requests[where[k][0]]))
-        pending = [requests[idx[0]] for k, idx in where.items() if k not in hits]
+        pending = [(k, requests[idx[0]]) for k, idx in where.items() if k not in hits]
         if not pending:
             return results  # type: ignore[return-value]
         if self.cfg.dry_run:
             self.last_estimate = self.estimate(requests)
-            for r in pending:
-                deliver(ChatResult(r.key(model), None, {}, False, "dry_run: not sent", None, r))
+            for k, r in pending:
+                deliver(ChatResult(k, None, {}, False, "dry_run: not sent", None, r))
             return results  # type: ignore[return-value]
         self.check_key()
         pool = HttpPool(self.endpoint)
@@ -314,23 +280,22 @@ class TeacherClient:
             if self.cfg.batch_api:
                 from distill_jax.teacher.batch_api import run_batch
 
-                failed = await run_batch(self, pool, pending)
-                rows = self.cache.get_many(r.key(model) for r in pending)
-                for r in pending:
-                    k = r.key(model)
+                failed = await run_batch(self, pool, [r for _, r in pending])
+                rows = self.cache.get_many(k for k, _ in pending)
+                for k, r in pending:
                     if k in rows:
                         row = rows[k]
                         deliver(ChatResult(k, row["text"], row["usage"], False, None, row["finish_reason"], r))
                     else:
                         deliver(ChatResult(k, None, {}, False, failed.get(k, "server_error: no batch result"), None, r))
             else:
-                groups: dict[str, list[ChatRequest]] = {}
-                for r in pending:
-                    groups.setdefault(r.content_key(model) if self.cfg.use_n else r.key(model), []).append(r)
+                groups: dict[str, list[tuple[str, ChatRequest]]] = {}
+                for k, r in pending:
+                    groups.setdefault(r.content_key(model) if self.cfg.use_n else k, []).append((k, r))
                 sem = asyncio.Semaphore(self.cfg.concurrency)
                 self._rpm = TokenBucket(self.cfg.requests_per_minute)
                 self._tpm = TokenBucket(self.cfg.tokens_per_minute)
-                await asyncio.gather(*(self._run_group(pool, sem, sorted(g, key=lambda r: r.sample), deliver)
+                await asyncio.gather(*(self._run_group(pool, sem, sorted(g, key=lambda kr: kr[1].sample), deliver)
                                        for g in groups.values()))
         finally:
             await pool.close()
@@ -369,28 +334,27 @@ class TeacherClient:
         self.usage.completion_tokens += c
         self.usage.cost_usd += self.cfg.cost(p, c, discount)
 
-    async def _run_group(self, pool: HttpPool, sem: asyncio.Semaphore, group: list[ChatRequest],
+    async def _run_group(self, pool: HttpPool, sem: asyncio.Semaphore, group: list[tuple[str, ChatRequest]],
                          deliver: Callable[[ChatResult], None]) -> None:
-        """All samples of one prompt: one `n`-request where possible, single requests as the fallback."""
+        """All samples of one prompt (key, request): one `n`-request where possible, single ones as the fallback."""
         model = self.cfg.model
         remaining = list(group)
         single = not self.cfg.use_n
         async with sem:
             while remaining:
                 n = 1 if (single or not self._n_supported) else len(remaining)
-                outcome = await self._call(pool, remaining[0], n)
-                if isinstance(outcome, _Failure):
+                outcome = await self._call(pool, remaining[0][1], n)
+                if isinstance(outcome, Failure):
                     if n > 1 and outcome.kind == "bad_request":
                         log.warning("server rejected n=%d (%s); sending samples separately", n, outcome.message)
                         self._n_supported = False
                         continue
-                    for r in remaining[:n]:
-                        deliver(ChatResult(r.key(model), None, {}, False, f"{outcome.kind}: {outcome.message}", None, r))
+                    for k, r in remaining[:n]:
+                        deliver(ChatResult(k, None, {}, False, f"{outcome.kind}: {outcome.message}", None, r))
                     remaining = remaining[n:]
                     continue
                 shares = _split_usage(outcome.usage, len(outcome.items))
-                for r, (text, finish), usage in zip(remaining, outcome.items, shares):
-                    k = r.key(model)
+                for (k, r), (text, finish), usage in zip(remaining, outcome.items, shares):
                     self.cache.put(k, r.canonical(model), {"text": text, "usage": usage, "finish_reason": finish})
                     deliver(ChatResult(k, text, usage, False, None, finish, r))
                 if len(outcome.items) < n:  # the server ignored part of `n`: ask for the rest one by one
@@ -407,15 +371,15 @@ class TeacherClient:
         self._inflight_usd += est_usd
         return True
 
-    async def _call(self, pool: HttpPool, request: ChatRequest, n: int) -> _Choices | _Failure:
+    async def _call(self, pool: HttpPool, request: ChatRequest, n: int) -> Choices | Failure:
         cfg = self.cfg
         payload = canonical_json(chat_body(cfg.model, request, n)).encode("utf-8")
         est_prompt, est_completion = self._est_prompt(request), n * self._est_completion(request)
         est_usd = cfg.cost(est_prompt, est_completion)
-        failure = _Failure("server_error", "not attempted", False)
+        failure = Failure("server_error", "not attempted", False)
         for attempt in range(cfg.max_retries + 1):
             if not self._reserve_budget(est_usd):
-                return _Failure("budget", f"budget of ${cfg.budget_usd:g} reached (spent ${self.usage.cost_usd:.4f})",
+                return Failure("budget", f"budget of ${cfg.budget_usd:g} reached (spent ${self.usage.cost_usd:.4f})",
                                 False)
             try:
                 pause = self._pause_until - time.monotonic()
@@ -427,14 +391,16 @@ class TeacherClient:
                 try:
                     resp = await pool.request("POST", "/chat/completions", self.headers(), payload, cfg.timeout_s)
                 except asyncio.TimeoutError:
-                    failure = _Failure("timeout", f"no response within {cfg.timeout_s:g} s", True)
+                    failure = Failure("timeout", f"no response within {cfg.timeout_s:g} s", True)
                 except TransportError as e:
-                    failure = _Failure("server_error", str(e), True)
+                    failure = Failure("server_error", str(e), True)
                 else:
-                    outcome = self._classify(resp.status, resp.headers, resp.body, n)
-                    if isinstance(outcome, _Choices):
+                    outcome = self.classify(resp.status, resp.headers, resp.body, n)
+                    if isinstance(outcome, Choices):
                         self.add_usage(outcome.usage)
-                        self._tpm.debit(sum(outcome.usage.values()) - est_prompt - est_completion)
+                        # Servers count max_tokens against TPM up front, so only an excess over the estimate
+                        # is charged after the fact; nothing is credited back.
+                        self._tpm.debit(max(0, sum(outcome.usage.values()) - est_prompt - est_completion))
                         return outcome
                     failure = outcome
             finally:
@@ -445,11 +411,12 @@ class TeacherClient:
                 break
             self.usage.retries += 1
             if failure.retry_after is not None:
-                delay = failure.retry_after
-                # Everyone waits: a 429 means the whole account is over its limit, not this one request.
-                self._pause_until = max(self._pause_until, time.monotonic() + delay)
+                # Everyone waits: a 429 means the whole account is over its limit, not this one request. The
+                # jitter on top spreads the restart so that the waiters do not all hit the server at once.
+                self._pause_until = max(self._pause_until, time.monotonic() + failure.retry_after)
+                delay = failure.retry_after + random.uniform(0, cfg.backoff_base_s)
             else:
-                delay = random.uniform(0, min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** attempt))
+                delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s)
             log.warning("teacher request %s (%s: %s); retry %d/%d in %.2f s", request.key(cfg.model)[:12],
                         failure.kind, failure.message, attempt + 1, cfg.max_retries, delay)
             await asyncio.sleep(delay)
@@ -457,7 +424,8 @@ class TeacherClient:
             failure.message += f" (gave up after {cfg.max_retries + 1} attempts)"
         return failure
 
-    def _classify(self, status: int, headers: dict[str, str], body: bytes, n: int) -> _Choices | _Failure:
+    def classify(self, status: int, headers: dict[str, str], body: bytes, n: int) -> Choices | Failure:
+        """Map one HTTP reply onto choices or a failure kind (retryable or not); also used for Batch API lines."""
         text = body.decode("utf-8", "replace")
         if status == 200:
             try:
@@ -465,27 +433,27 @@ class TeacherClient:
                 choices = sorted(doc["choices"], key=lambda c: c.get("index", 0))
                 items = [((c.get("message") or {}).get("content") or "", c.get("finish_reason")) for c in choices]
             except (ValueError, KeyError, TypeError, AttributeError):
-                return _Failure("malformed", f"unparseable response body ({len(body)} bytes): {text[:120]!r}", True)
+                return Failure("malformed", f"unparseable response body ({len(body)} bytes): {text[:120]!r}", True)
             if not items:
-                return _Failure("malformed", "response has no choices", True)
+                return Failure("malformed", "response has no choices", True)
             usage = doc.get("usage") or {}
-            return _Choices(items[:n], {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            return Choices(items[:n], {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
                                         "completion_tokens": int(usage.get("completion_tokens") or 0)})
         message, code = _error_message(text)
         detail = f"HTTP {status}: {message}"
         retry_after = parse_retry_after(headers.get("retry-after"))
         if status == 429:
             if code == "insufficient_quota":  # billing, not speed: retrying cannot help
-                return _Failure("rate_limited", detail, False)
-            return _Failure("rate_limited", detail, True, retry_after)
+                return Failure("rate_limited", detail, False)
+            return Failure("rate_limited", detail, True, retry_after)
         if status in (401, 403):
-            return _Failure("auth", detail, False)
+            return Failure("auth", detail, False)
         if _CONTEXT_RE.search(text):
-            return _Failure("context_length", detail, False)
+            return Failure("context_length", detail, False)
         if status in (408, 409) or status >= 500:
-            return _Failure("server_error" if status >= 500 else "timeout", detail, True,
+            return Failure("server_error" if status >= 500 else "timeout", detail, True,
                             retry_after if status == 503 else None)
-        return _Failure("bad_request", detail, False)
+        return Failure("bad_request", detail, False)
 
 
 def _error_message(text: str) -> tuple[str, str | None]:

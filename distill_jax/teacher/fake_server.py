@@ -2,12 +2,14 @@
 
 It answers `POST /v1/chat/completions` (with `n`), the Batch API endpoints (`POST /v1/files`,
 `POST /v1/batches`, `GET /v1/batches/{id}`, `GET /v1/files/{id}/content`) and `GET /_stats`, with
-configurable latency and faults on demand: 429 with Retry-After, 500, 503, 401 (echoing the key, as real
-servers partly do, so tests can check scrubbing), 400, context-length errors, timeouts, dropped connections,
-malformed JSON, truncated bodies, empty choices, fewer choices than `n`. It counts requests per
-cache-relevant content (model, messages, params; `n` excluded) so tests can prove nothing was paid twice.
+configurable latency and faults on demand (a queue, optionally matched on the last user message): 429 with
+Retry-After, 429 insufficient_quota, 500, 503, 401 (echoing the key, as real servers partly do, so tests can
+check scrubbing), 400, context-length errors, timeouts, dropped connections, malformed JSON, truncated
+bodies, empty choices, fewer choices than `n`. It counts requests per cache-relevant content (model,
+messages, params; `n` excluded) so tests can prove nothing was paid twice, and records the auth headers seen.
 
     python -m distill_jax.teacher.fake_server --port 0 --latency-ms 100    # prints the port, serves until killed
+    curl http://127.0.0.1:PORT/_stats                                        # {"received", "served", ...}
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ from typing import Any, Callable
 
 from distill_jax.teacher.client import ChatRequest
 
-FAULT_KINDS = ("429", "500", "503", "401", "400", "context_length", "timeout", "drop", "malformed", "truncated",
-               "empty", "few_choices")
+FAULT_KINDS = ("429", "quota", "500", "503", "401", "400", "context_length", "timeout", "drop", "malformed",
+               "truncated", "empty", "few_choices")
 ReplyFn = Callable[[dict, int], str]  # (request body, choice index) -> reply text
 
 
@@ -68,8 +70,8 @@ class FakeServer:
 
     def __init__(self, port: int = 0, latency_s: float = 0.0, reply: ReplyFn | None = None, supports_n: bool = True,
                  max_choices: int | None = None, hang_s: float = 5.0, batch_line_s: float = 0.0,
-                 api_key: str | None = None, host: str = "127.0.0.1"):
-        self.host, self._port = host, port
+                 api_key: str | None = None, chunked: bool = False, host: str = "127.0.0.1"):
+        self.host, self._port, self.chunked = host, port, chunked
         self.latency_s, self.reply = latency_s, reply or default_reply
         self.supports_n, self.max_choices, self.hang_s = supports_n, max_choices, hang_s
         self.batch_line_s, self.api_key = batch_line_s, api_key
@@ -84,8 +86,8 @@ class FakeServer:
         self._lock = threading.Lock()  # the loop thread writes, test threads read
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task] = set()  # open connections and running batches
 
     @property
     def port(self) -> int:
@@ -97,7 +99,8 @@ class FakeServer:
 
     def start(self) -> "FakeServer":
         self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-openai").start()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-openai")
+        self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._connection, self.host, self._port), self._loop).result()
         self._port = self._server.sockets[0].getsockname()[1]
@@ -106,13 +109,14 @@ class FakeServer:
     def stop(self) -> None:
         async def shutdown() -> None:
             self._server.close()
-            for writer in list(self._writers):
-                writer.close()
             for task in list(self._tasks):
                 task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     def __enter__(self) -> "FakeServer":
         return self.start()
@@ -135,7 +139,8 @@ class FakeServer:
 
     # --- HTTP/1.1 on asyncio streams ------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
+        task = asyncio.current_task()
+        self._tasks.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -157,16 +162,25 @@ class FakeServer:
                     break
                 data = reply.raw if reply.raw is not None else json.dumps(reply.doc).encode("utf-8")
                 extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+                if self.chunked and reply.action != "truncate":  # as proxies in front of real endpoints do
+                    half = len(data) // 2
+                    framing = "Transfer-Encoding: chunked"
+                    chunks = [c for c in (data[:half], data[half:]) if c]
+                    data = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+                else:
+                    framing = f"Content-Length: {len(data)}"
+                    data = data[: len(data) // 2] if reply.action == "truncate" else data
                 writer.write((f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}\r\n"
-                              f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n{extra}\r\n"
-                              ).encode("latin-1") + (data[: len(data) // 2] if reply.action == "truncate" else data))
+                              f"Content-Type: application/json\r\n{framing}\r\n{extra}\r\n").encode("latin-1") + data)
                 await writer.drain()
                 if reply.action == "truncate" or headers.get("connection", "").lower() == "close":
                     break
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
             pass  # the client went away or sent garbage: end this connection
+        except asyncio.CancelledError:
+            pass  # shutting down
         finally:
-            self._writers.discard(writer)
+            self._tasks.discard(task)
             writer.close()
 
     async def _handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
@@ -194,12 +208,13 @@ class FakeServer:
             return self._create_batch(body)
         if path != "/v1/chat/completions":
             return Reply(404, _error(f"no route {path}", "not_found"))
+        key = content_key(body)
         with self._lock:
-            self.received[content_key(body)] += 1
+            self.received[key] += 1
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         fault = self._take_fault(body)
-        return self.complete(body) if fault is None else self._fault(fault, body, auth)
+        return self.complete(body, key=key) if fault is None else self._fault(fault, body, auth, key)
 
     def _get(self, path: str) -> Reply:
         if path == "/_stats":
@@ -226,12 +241,15 @@ class FakeServer:
                     return fault
         return None
 
-    def _fault(self, fault: Fault, body: dict, auth: str | None) -> Reply:
+    def _fault(self, fault: Fault, body: dict, auth: str | None, key: str) -> Reply:
         kind = fault.kind
         retry = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
         if kind == "429":
             return Reply(429, _error("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
                          headers=retry)
+        if kind == "quota":  # OpenAI answers an exhausted quota with a 429 that no retry can fix
+            return Reply(429, _error("You exceeded your current quota, please check your plan and billing details.",
+                                     "insufficient_quota", "insufficient_quota"))
         if kind in ("500", "503"):
             return Reply(int(kind), _error("The server had an error", "server_error"), headers=retry)
         if kind == "401":
@@ -247,17 +265,17 @@ class FakeServer:
         if kind == "malformed":
             return Reply(200, raw=b'{"id": "chatcmpl-x", "choices": [{"index": 0, "message": ')
         if kind == "truncated":
-            reply = self.complete(body)
+            reply = self.complete(body, key=key)
             with self._lock:
-                self.served[content_key(body)] -= len(reply.doc["choices"])  # never delivered whole
+                self.served[key] -= len(reply.doc["choices"])  # never delivered whole
             return Reply(200, reply.doc, action="truncate")
         if kind == "empty":
             return Reply(200, {"id": "chatcmpl-x", "object": "chat.completion", "choices": [],
                                "usage": {"prompt_tokens": 0, "completion_tokens": 0}})
-        return self.complete(body, limit=1)  # few_choices
+        return self.complete(body, limit=1, key=key)  # few_choices
 
-    def complete(self, body: dict, limit: int | None = None) -> Reply:
-        """A chat completion for `body` (no faults)."""
+    def complete(self, body: dict, limit: int | None = None, key: str | None = None) -> Reply:
+        """A chat completion for `body` (no faults); `key`: its content key when already computed."""
         n = int(body.get("n") or 1)
         if n > 1 and not self.supports_n:
             return Reply(400, _error("'n' is not supported by this server", "invalid_request_error"))
@@ -265,8 +283,9 @@ class FakeServer:
         texts = [self.reply(body, i) for i in range(count)]
         prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
         completion = sum(len(t) // 4 + 1 for t in texts)
+        key = key or content_key(body)
         with self._lock:
-            self.served[content_key(body)] += count
+            self.served[key] += count
         return Reply(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model"),
@@ -349,12 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key", default=None, help="require this bearer key (401 otherwise)")
     p.add_argument("--reply", default=None, help="module:function (body, index) -> text")
     p.add_argument("--fault", action="append", default=[], metavar="KIND[:RETRY_AFTER]",
-                   help=f"queue a fault for the next matching request; kinds: {', '.join(FAULT_KINDS)}")
+                   help=f"queue a fault for the next chat request (repeatable); kinds: {', '.join(FAULT_KINDS)}")
     p.add_argument("--batch-line-ms", type=float, default=0.0, help="batch processing time per line")
+    p.add_argument("--chunked", action="store_true", help="send bodies with Transfer-Encoding: chunked")
     args = p.parse_args(argv)
     server = FakeServer(args.port, args.latency_ms / 1000, _load_reply(args.reply) if args.reply else None,
                         supports_n=not args.no_n, max_choices=args.max_choices, api_key=args.api_key,
-                        batch_line_s=args.batch_line_ms / 1000)
+                        batch_line_s=args.batch_line_ms / 1000, chunked=args.chunked)
     for spec in args.fault:
         kind, _, retry_after = spec.partition(":")
         server.add_fault(kind, retry_after or None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 from collections import Counter
@@ -98,7 +99,6 @@ class Draft:
     reason: str | None = None  # parse or teacher reason: the job becomes a reject
     failure: str | None = None  # the request failed ("kind: message"): not a reject, a rerun retries it
     usage: dict = field(default_factory=dict)
-    cached: bool = False
     finish_reason: str | None = None
     raw: str | None = None  # the completion before parsing (kept in rejects, to see what went wrong)
 
@@ -154,7 +154,9 @@ class OfflineTeacher:
             self.model = GOLD_VERSION
 
     def prompt_version(self, style: str) -> str:
-        return f"{self.kind}:{style}"
+        # An offline teacher's "prompt" is its code: the hash changes whenever what it writes may change.
+        source = Path(sys.modules[type(self.impl).__module__].__file__).read_bytes()
+        return f"{self.kind}:{style}#{hashlib.sha256(source).hexdigest()[:12]}"
 
     def draft(self, style: str, jobs: list[tuple[Problem, int]]) -> list[Draft]:
         out = []
@@ -209,10 +211,8 @@ class LLMTeacher:
         solves = self.client.run_sync(self.requests(
             style, [jobs[i] for i in todo], temperature, [{"subquestions": plans[i].target} for i in todo]))
         for i, result in zip(todo, solves):
-            n = plans[i].target.count("\n") + 1
-            solved = _draft_from(result, lambda text, n=n: clean_subanswers(text, n))
+            solved = _draft_from(result, lambda text, plan=plans[i].target: clean_subanswers(text, plan))
             solved.usage = _add_usage(plans[i].usage, solved.usage)
-            solved.cached = solved.cached and plans[i].cached
             plans[i] = solved
         return plans
 
@@ -228,10 +228,9 @@ def _add_usage(a: dict, b: dict) -> dict:
 
 def _draft_from(result: ChatResult, parser: Callable[[str], Any]) -> Draft:
     if result.error is not None:
-        return Draft(None, failure=result.error, usage=result.usage, cached=result.cached)
+        return Draft(None, failure=result.error, usage=result.usage)
     parsed = parser(result.text or "")
-    return Draft(parsed.text, reason=parsed.error, usage=result.usage, cached=result.cached,
-                 finish_reason=result.finish_reason, raw=result.text)
+    return Draft(parsed.text, reason=parsed.error, usage=result.usage, finish_reason=result.finish_reason, raw=result.text)
 
 
 # --- verification -------------------------------------------------------------------------------------
@@ -252,33 +251,15 @@ def verify(style: str, targets: list[str], golds: list[str | None]) -> list[tupl
 
 
 # --- the run ------------------------------------------------------------------------------------------
-class _Progress:
-    """A rich progress bar with kept / rejected / cost, or nothing (library use and tests)."""
+def _progress_bar(enabled: bool) -> Any:
+    """kept / rejected / failed / cost per style while it runs (on stderr; disabled for library use)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def __init__(self, enabled: bool):
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("kept {task.fields[kept]}  rejected {task.fields[rejected]}  "
-                                           "failed {task.fields[failed]}  ${task.fields[cost]:.4f}"),
-                                TimeElapsedColumn(), console=Console(stderr=True))
-            self.bar.start()
-
-    def task(self, style: str, total: int) -> Any:
-        if self.bar is None:
-            return None
-        return self.bar.add_task(style, total=total, kept=0, rejected=0, failed=0, cost=0.0)
-
-    def update(self, task: Any, **fields: Any) -> None:
-        if self.bar is not None and task is not None:
-            self.bar.update(task, **fields)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    return Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("kept {task.fields[kept]}  rejected {task.fields[rejected]}  "
+                               "failed {task.fields[failed]}  ${task.fields[cost]:.4f}"),
+                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
 
 
 def _open_client(cfg: TeachConfig) -> TeacherClient:
@@ -295,33 +276,33 @@ def load_teach_problems(cfg: TeachConfig) -> list[Problem]:
 
 def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: bool = False) -> TeachSummary:
     """Run the teacher over problems x styles x samples and write the run directory (see the module doc)."""
-    problems = load_teach_problems(cfg) if problems is None else problems
+    problems = load_teach_problems(cfg) if problems is None else problems[: cfg.limit]
     run = Path(cfg.run_dir)
     kind = cfg.teacher.kind
     client = _open_client(cfg) if kind == "openai" else None
     teacher: OfflineTeacher | LLMTeacher = LLMTeacher(cfg, client) if client else OfflineTeacher(cfg)
     summary = TeachSummary(str(run), cfg.round, kind, teacher.model)
-    if client is not None and cfg.teacher.dry_run:
-        summary.estimate = dry_run_estimate(cfg, problems, teacher)
-        return summary
-    config_lib.save_resolved(cfg, run / "config.yaml")
-    bar = _Progress(progress)
     try:
-        for style in cfg.styles:
-            summary.styles[style] = _teach_style(cfg, style, problems, teacher, summary, bar)
-            if summary.stopped:
-                break
-    finally:
-        bar.close()
+        if client is not None and cfg.teacher.dry_run:
+            summary.estimate = dry_run_estimate(cfg, problems, teacher)
+            return summary
+        config_lib.save_resolved(cfg, run / "config.yaml")
+        with _progress_bar(progress) as bar:
+            for style in cfg.styles:
+                summary.styles[style] = _teach_style(cfg, style, problems, teacher, summary, bar)
+                if summary.stopped:
+                    break
         if client is not None:
             summary.usage = client.usage.to_dict()
+    finally:
+        if client is not None:
             client.cache.close()
-    write_jsonl_doc(run / "teacher" / "summary.json", summary.to_dict())
+    _write_json(run / "teacher" / "summary.json", summary.to_dict())
     return summary
 
 
 def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher: OfflineTeacher | LLMTeacher,
-                 summary: TeachSummary, bar: _Progress) -> StyleSummary:
+                 summary: TeachSummary, bar: Any) -> StyleSummary:
     stats = StyleSummary()
     jobs = [(p, s) for p in problems for s in range(cfg.samples)]
     stats.jobs = len(jobs)
@@ -329,7 +310,10 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
     kept: list[dict] = []
     rejected: list[dict] = []
     seen: set[tuple[str, str]] = set()
-    task = bar.task(style, len(jobs))
+    task = bar.add_task(style, total=len(jobs), kept=0, rejected=0, failed=0, cost=0.0)
+    client = teacher.client if isinstance(teacher, LLMTeacher) else None
+    if client is not None:  # live progress and cost while a chunk's requests are out
+        client.on_result = lambda _: bar.update(task, advance=1, cost=client.usage.cost_usd)
     for start in range(0, len(jobs), cfg.chunk):
         chunk = jobs[start: start + cfg.chunk]
         drafts = teacher.draft(style, chunk)
@@ -349,7 +333,8 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
                 stats.duplicates += 1
                 continue
             seen.add((problem.id, text))
-            meta = {"teacher_kind": summary.teacher, "cached": draft.cached, "finish_reason": draft.finish_reason,
+            # Nothing run-dependent (cache hit or not) goes in a record: a rerun writes the same bytes.
+            meta = {"teacher_kind": summary.teacher, "finish_reason": draft.finish_reason,
                     "source": problem.source, **({"fdd": problem.extra["fdd"]} if "fdd" in problem.extra else {})}
             record = rationale_record(
                 problem_id=problem.id, question=problem.question, answer=problem.answer, style=style,
@@ -362,9 +347,8 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
             else:
                 rejected.append({**record, "reason": reason, **({"raw": draft.raw} if draft.raw else {})})
                 stats.rejected[_kind(reason)] = stats.rejected.get(_kind(reason), 0) + 1
-        cost = teacher.client.usage.cost_usd if isinstance(teacher, LLMTeacher) else 0.0
-        bar.update(task, advance=len(chunk), kept=stats.kept, rejected=sum(stats.rejected.values()),
-                   failed=sum(stats.failures.values()), cost=cost)
+        bar.update(task, completed=start + len(chunk), kept=stats.kept, rejected=sum(stats.rejected.values()),
+                   failed=sum(stats.failures.values()), cost=client.usage.cost_usd if client else 0.0)
         if summary.stopped:
             break
     run = Path(cfg.run_dir)
@@ -373,11 +357,19 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
     return stats
 
 
-def write_jsonl_doc(path: Path, doc: dict) -> None:
+def _write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def _completion_guess(style: str, cfg: TeachConfig) -> int:
+    """Completion tokens per request, guessed from the exemplar answers (~4 characters a token, 1.5x slack,
+    at most max_tokens): max_tokens itself would overstate the cost several times over."""
+    outputs = [ex.output for t in templates_for_style(style, cfg.prompt_dir) for ex in t.exemplars]
+    guess = int(1.5 * max(len(o) for o in outputs) / 4) if outputs else cfg.max_tokens
+    return min(cfg.max_tokens, max(guess, 16))
 
 
 def dry_run_estimate(cfg: TeachConfig, problems: list[Problem], teacher: LLMTeacher) -> dict[str, Any]:
@@ -391,7 +383,7 @@ def dry_run_estimate(cfg: TeachConfig, problems: list[Problem], teacher: LLMTeac
         if style == "decomp":
             plan = get_template("decomp_plan", cfg.prompt_dir).exemplars[0].output
             requests += teacher.requests(style, jobs, temperature, [{"subquestions": plan}] * len(jobs))
-        est = teacher.client.estimate(requests)
+        est = teacher.client.estimate(requests, est_completion_tokens=_completion_guess(style, cfg))
         rows[style] = dataclasses.asdict(est)
     total = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()), {})}
     return {"styles": rows, "total": total, "model": cfg.teacher.model, "batch_api": cfg.teacher.batch_api}
@@ -492,8 +484,9 @@ def _print_summary(summary: TeachSummary) -> None:
 
     console = Console()
     if summary.estimate is not None:
-        table = Table(title=f"dry run: {summary.model} (batch API: {summary.estimate['batch_api']})")
-        for col in ("style", "requests", "cached", "to send", "HTTP requests", "prompt tok", "completion tok", "USD"):
+        table = Table(title=f"dry run: {summary.model} (batch API: {summary.estimate['batch_api']})",
+                      caption="completion tokens guessed from the prompt exemplars; nothing was sent")
+        for col in ("style", "results", "cached", "to send", "HTTP", "prompt tok", "compl tok", "USD"):
             table.add_column(col, justify="left" if col == "style" else "right")
         for name, r in [*summary.estimate["styles"].items(), ("total", summary.estimate["total"])]:
             table.add_row(name, *(str(r.get(k, 0)) for k in ("requests", "cached", "to_send", "http_requests",
@@ -524,7 +517,7 @@ def run(args: argparse.Namespace) -> int:
         for fkind, message in summary.errors.items():
             print(f"distill-jax teach: {fkind} failures: {message}", file=sys.stderr)
         if summary.stopped:
-            print(f"distill-jax teach: stopped early; everything received is cached, rerun to resume",
-                  file=sys.stderr)
+            print(f"distill-jax teach: stopped early ({_kind(summary.stopped)}); every response received is "
+                  f"cached and kept: rerun to resume", file=sys.stderr)
         return 1
     return 0

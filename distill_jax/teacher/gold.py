@@ -14,6 +14,7 @@ import keyword
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from distill_jax.data.problems import Problem
 from distill_jax.reasoning.calculator import CalculatorError, evaluate_arithmetic
@@ -104,15 +105,20 @@ def parse_annotations(solution: str) -> list[Annotation]:
             expr, written = body.rsplit("=", 1)
             written = written.strip().replace(",", "")
             try:
-                value = Fraction(written)
+                value = _frac(written)
             except (ValueError, ZeroDivisionError):
                 raise CalculatorError(f"annotation <<{body}>>: written value {written!r} is not a number")
             out.append(Annotation(expr.strip(), value, written, clean_line, _name_hint(raw_line, m.start(), m.end())))
     return out
 
 
+@lru_cache(maxsize=65536)
+def _frac(text: str) -> Fraction:
+    return Fraction(text)
+
+
 def _close(a: Fraction, b: Fraction) -> bool:
-    return abs(a - b) <= _REL_TOL * max(Fraction(1), abs(b))
+    return a == b or abs(a - b) <= _REL_TOL * max(Fraction(1), abs(b))
 
 
 def _literal(tok: str) -> str:
@@ -123,7 +129,7 @@ def _literal(tok: str) -> str:
 
 
 def _question_numbers(question: str) -> set[Fraction]:
-    return {Fraction(n) for n in _NUMBER.findall(question.replace(",", ""))}
+    return {_frac(n) for n in _NUMBER.findall(question.replace(",", ""))}
 
 
 @dataclass(frozen=True)
@@ -160,17 +166,15 @@ def build_steps(problem: Problem) -> tuple[list[Step] | None, str | None]:
 
     given = _question_numbers(problem.question)
     steps: list[Step] = []
-    names: list[tuple[str, Fraction]] = []
+    latest: dict[Fraction, str] = {}  # value -> the most recent step holding it
     used: set[str] = set()
     seen_lines: set[str] = set()
     for i, ann in enumerate(anns):
         def refer(m: re.Match) -> str:
             tok = m.group(1)
-            value = Fraction(tok)
-            if value not in given:
-                for name, earlier in reversed(names):
-                    if earlier == value:
-                        return name
+            value = _frac(tok)
+            if value not in given and value in latest:
+                return latest[value]
             return _literal(tok)
 
         expr = _spaced(_NUMBER.sub(refer, ann.expr.replace(",", "").replace(" ", "")))
@@ -180,7 +184,7 @@ def build_steps(problem: Problem) -> tuple[list[Step] | None, str | None]:
         comment = ann.line if ann.line not in seen_lines else ""
         seen_lines.add(ann.line)
         steps.append(Step(name, expr, comment))
-        names.append((name, ann.value))
+        latest[ann.value] = name
     return steps, None
 
 

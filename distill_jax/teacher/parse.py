@@ -21,7 +21,9 @@ _OTHER_ANSWER = re.compile(
     re.I)
 _CODE_START = re.compile(r"^\s*(?:[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*\s*[-+*/]?=|#|def |for |while |if |import |from )")
 _KP_HEAD = re.compile(r"^[\s*#_>-]*(core question|key information|solution)[\s*_]*:[\s*_]*", re.I | re.M)
-_NUMBERED = re.compile(r"^\s*(?:\*\*)?(?:(?:sub-?question|step|q)\s*)?(\d+)[.):]\s*(?:\*\*)?\s*(.*)$", re.I)
+_NUMBERED = re.compile(r"^\s*(?:(?:sub-?question|step|q)\s*)?(\d+)\s*[.):]\s*(.*)$", re.I)
+_QUESTION_HEAD = re.compile(r"^\s*(?:q|sub-?question)\s*(\d+)\s*[.):]\s*(.*)$", re.I)
+_ANSWER_HEAD = re.compile(r"^\s*(?:a|answer)\s*(\d+)\s*[.):]\s*(.*)$", re.I)
 
 
 @dataclass(frozen=True)
@@ -176,41 +178,46 @@ def clean_kp(raw: str, solution_style: str) -> Parsed:
 
 
 def clean_subquestions(raw: str, max_questions: int = 4) -> Parsed:
-    """The decomposer's numbered sub-questions, renumbered `1. ...` one per line (at most `max_questions`)."""
+    """The decomposer's sub-questions as `Q1: ...` lines (numbered `Q1:`, `1.`, `1)` or `Sub-question 1:`)."""
     questions = []
     for line in _normalise_lines(unfence(raw)):
-        m = _NUMBERED.match(_strip_markdown(line) if line.strip().startswith(("*", "-")) else line)
+        m = _NUMBERED.match(_strip_markdown(line))
         if m and m.group(2).strip().endswith("?"):
-            questions.append(_strip_markdown(m.group(2)))
+            questions.append(m.group(2).strip())
     if not questions:
         return _fail("no numbered sub-questions")
     if len(questions) > max_questions:
         return _fail(f"{len(questions)} sub-questions, more than {max_questions}")
-    return Parsed("\n".join(f"{i}. {q}" for i, q in enumerate(questions, 1)))
+    return Parsed("\n".join(f"Q{i}: {q}" for i, q in enumerate(questions, 1)))
 
 
-def clean_subanswers(raw: str, n_questions: int) -> Parsed:
-    """One line per sub-question, `i. question? ... The answer is N.`, in order."""
+def clean_subanswers(raw: str, plan: str) -> Parsed:
+    """The solver's answers to the planned sub-questions, in order, as the decomp target:
+    `Q1: ...` / `A1: ...` lines for every planned question, then `The answer is N.`."""
+    questions = [line.split(":", 1)[1].strip() for line in plan.splitlines() if line.strip()]
     answers: dict[int, str] = {}
     current: int | None = None
-    for line in _normalise_lines(unfence(raw)):
-        plain = _strip_markdown(line)
-        m = _NUMBERED.match(plain)
-        if m and int(m.group(1)) not in answers and int(m.group(1)) <= n_questions:
-            current = int(m.group(1))
-            answers[current] = m.group(2).strip()
-        elif current is not None and plain:
-            answers[current] = f"{answers[current]} {plain}".strip()
-    missing = [i for i in range(1, n_questions + 1) if i not in answers]
+    lines = [_strip_markdown(line) for line in _normalise_lines(unfence(raw))]
+    for line in _drop_leading_chatter([line for line in lines if line]):
+        a = _ANSWER_HEAD.match(line)
+        if a:
+            current = int(a.group(1))
+            answers.setdefault(current, "")
+            line = a.group(2)
+        elif _QUESTION_HEAD.match(line):
+            current = None
+            continue
+        if current is not None and not _ANSWER_LINE.match(line):
+            answers[current] = f"{answers[current]} {line}".strip()
+    missing = [i for i in range(1, len(questions) + 1) if not answers.get(i)]
     if missing:
         return _fail(f"sub-question(s) {', '.join(map(str, missing))} not answered")
-    lines = []
-    for i in range(1, n_questions + 1):
-        solved = clean_cot(answers[i])
-        if solved.text is None:
-            return _fail(f"sub-question {i} has no 'The answer is N.'")
-        lines.append(f"{i}. " + solved.text.replace("\n", " "))
-    return Parsed("\n".join(lines))
+    finals = list(_ANSWER_LINE.finditer("\n".join(lines)))
+    if not finals:
+        return _fail("no final answer (expected 'The answer is N.')")
+    number = finals[-1].group(1).replace(",", "")
+    body = [f"Q{i}: {q}\nA{i}: {answers[i]}" for i, q in enumerate(questions, 1)]
+    return Parsed("\n".join(body) + f"\nThe answer is {number}.")
 
 
 @dataclass(frozen=True)

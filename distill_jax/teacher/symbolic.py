@@ -135,10 +135,6 @@ def decomp_questions(t: Trace) -> list[str]:
     return [s["ask"] for s in t.steps]
 
 
-def decomp_answers(t: Trace) -> list[str]:
-    return cot_lines(t)
-
-
 ANSWER_STYLES = ("cot", "pot", "eot", "kp_cot", "kp_pot", "decomp", "dss")
 STYLE_NAMES = ANSWER_STYLES + ("decomposer",)
 _PROGRAM_STYLES = {"pot", "eot", "kp_pot"}
@@ -156,10 +152,11 @@ def render(t: Trace, style: str) -> str:
     if style == "kp_pot":
         return key_points(t) + "\n" + "\n".join(pot_lines(t))
     if style == "decomposer":
-        return " ".join(decomp_questions(t))
+        return "\n".join(f"Q{i}: {q}" for i, q in enumerate(decomp_questions(t), 1))
     if style == "decomp":
         qs, ans = decomp_questions(t), cot_lines(t)
-        return " ".join(f"Q: {q} A: {a}" for q, a in zip(qs, ans)) + " " + ans[-1]
+        lines = [f"{tag}{i}: {text}" for i, (q, a) in enumerate(zip(qs, ans), 1) for tag, text in (("Q", q), ("A", a))]
+        return "\n".join(lines + [ans[-1]])
     if style == "dss":
         return " ".join(cot_lines(t))
     raise ValueError(f"unknown style {style!r}; the symbolic teacher writes {', '.join(STYLE_NAMES)}")

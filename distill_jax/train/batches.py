@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from distill_jax.config import ConfigError
-from distill_jax.data.records import check_rationale_record, iter_jsonl
+from distill_jax.data.records import DataError, check_rationale_record, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,14 @@ class Example:
 
 
 def input_text(record: dict) -> str:
-    """The student's input for a record: the style prefix, plus a DSS task prefix when the record has one."""
+    """The student's input for a record: `styles.student_input` with the DSS task from `meta.task`."""
     from distill_jax.reasoning.styles import student_input
 
-    text = student_input(record["question"], record["style"])
     task = (record.get("meta") or {}).get("task")
-    return f"[{task}] {text}" if task else text
+    try:
+        return student_input(record["question"], record["style"], task=task)
+    except (KeyError, ValueError) as e:
+        raise DataError(f"{record.get('_where', 'rationale record')}: {e.args[0] if e.args else e}") from e
 
 
 def resolve_files(specs: Sequence[str]) -> list[Path]:

@@ -1,0 +1,167 @@
+"""Greedy decoding speed, ours (jitted KV-cache loop) vs transformers' PyTorch `generate`, side by side.
+
+Same random weights on both sides (a HF model saved and read back through model/hf.py), same inputs, and the
+same work: every row decodes exactly --new-tokens tokens (ours: an EOS id that never occurs; HF:
+min_new_tokens), so tokens/s compare like with like. Writes a table to docs/benchmarks.md between
+`<!-- decode:begin -->` and `<!-- decode:end -->` (other sections of that file are left alone).
+
+    .venv/bin/python benchmarks/decode.py            # tiny and t5-small, batch 32 and 128, 64 new tokens
+"""
+from __future__ import annotations
+
+import os
+
+# Two virtual CPU devices let the batch-sharded run keep both cores busy; must be set before jax loads.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from transformers import T5Config as HFConfig, T5ForConditionalGeneration
+
+from distill_jax.model import decode
+from distill_jax.model.hf import load_hf
+from distill_jax.model.t5 import T5Config
+
+BEGIN, END = "<!-- decode:begin -->", "<!-- decode:end -->"
+SHAPES = {
+    # FACTS.md's reference tiny student and t5-small's shapes; random weights.
+    "tiny": T5Config(vocab_size=1000, d_model=256, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4,
+                     num_heads=4, dropout_rate=0.0),
+    "t5-small": T5Config.preset("t5-small"),
+}
+
+
+def _models(name: str, tmp: Path) -> tuple[T5Config, dict, T5ForConditionalGeneration]:
+    hf_cfg = HFConfig(**{**SHAPES[name].to_hf(), "dropout_rate": 0.0})
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(hf_cfg).eval()
+    model.save_pretrained(tmp / name)
+    config, params = load_hf(tmp / name)
+    return config, jax.device_put(params), model
+
+
+def _inputs(batch: int, length: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, vocab, (batch, length)).astype(np.int32)
+    ids[:, -1] = 1
+    return ids, np.ones_like(ids)
+
+
+def _time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(names: list[str], batches: list[int], new_tokens: int, input_len: int, repeats: int) -> list[dict]:
+    rows = []
+    mesh = Mesh(np.asarray(jax.devices()), ("data",)) if jax.device_count() > 1 else None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            config, params, model = _models(name, Path(tmp))
+            for batch in batches:
+                ids, mask = _inputs(batch, input_len, config.vocab_size)
+                row = {"model": name, "batch": batch}
+
+                def ours(i=jnp.asarray(ids), m=jnp.asarray(mask)):
+                    out, steps = decode.greedy(params, config, i, m, new_tokens, eos_id=-1, return_steps=True)
+                    assert int(steps) == new_tokens
+                    return np.asarray(out)
+
+                start = time.perf_counter()
+                ours()
+                row["compile_s"] = time.perf_counter() - start
+                row["ours_s"] = _time(ours, repeats)
+                if mesh is not None and batch % jax.device_count() == 0:
+                    sharding = NamedSharding(mesh, P("data"))
+                    rep = jax.device_put(params, NamedSharding(mesh, P()))
+
+                    def ours_sharded(i=jax.device_put(ids, sharding), m=jax.device_put(mask, sharding)):
+                        return np.asarray(decode.greedy(rep, config, i, m, new_tokens, eos_id=-1))
+
+                    ours_sharded()
+                    row["sharded_s"] = _time(ours_sharded, repeats)
+
+                def hf(i=torch.tensor(ids, dtype=torch.long), m=torch.tensor(mask, dtype=torch.long)):
+                    with torch.no_grad():
+                        out = model.generate(input_ids=i, attention_mask=m, do_sample=False, num_beams=1,
+                                             max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+                    assert out.shape[1] == new_tokens + 1
+                    return out
+
+                hf()
+                row["hf_s"] = _time(hf, repeats)
+                rows.append(row)
+                print(_line(row, batch * new_tokens), flush=True)
+    return rows
+
+
+def _line(row: dict, tokens: int) -> str:
+    best = min(row["ours_s"], row.get("sharded_s", float("inf")))
+    sharded = f"{tokens / row['sharded_s']:.0f}" if "sharded_s" in row else "-"
+    return (f"| {row['model']} | {row['batch']} | {tokens / row['hf_s']:.0f} | {tokens / row['ours_s']:.0f} | "
+            f"{sharded} | {row['hf_s'] / best:.2f}x | {row['compile_s']:.1f} |")
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace only our marked section; re-read the file right before writing (others edit other sections)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[32, 128])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--input-len", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    parser.add_argument("--note", default="", help="a line added under the table (e.g. other load)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    header = ("| model | batch | HF generate tok/s | ours 1 device tok/s | ours batch-sharded tok/s | speed-up "
+              "(best ours vs HF) | our compile s |\n|---|---|---|---|---|---|---|")
+    print(header, flush=True)
+    rows = run(args.models, args.batches, args.new_tokens, args.input_len, args.repeats)
+    table = "\n".join([header] + [_line(r, r["batch"] * args.new_tokens) for r in rows])
+    command = "XLA_FLAGS=--xla_force_host_platform_device_count=2 .venv/bin/python benchmarks/decode.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    body = (f"## Greedy decoding: ours vs HF `generate`\n\n"
+            f"Greedy, {args.new_tokens} new tokens forced on both sides, inputs of {args.input_len} tokens, random "
+            f"weights, fp32, median of {args.repeats} runs after a warm-up; new tokens per second (higher is "
+            f"better).\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"torch {torch.__version__} ({args.threads} threads), jax {jax.__version__} "
+            f"({jax.device_count()} CPU devices).\nCommand: `{command.strip()}`\n\n{table}\n")
+    if args.note:
+        body += f"\n{args.note}\n"
+    if not args.no_write:
+        write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", body)
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

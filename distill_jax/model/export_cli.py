@@ -1,0 +1,71 @@
+"""`distill-jax export`: write a student as a Hugging Face T5 directory that transformers loads.
+
+The source is either a HF directory (re-exported through our params, e.g. to check a conversion or to turn a
+pytorch_model.bin into safetensors) or a training run directory (RUN_DIR/ckpt/<step>/ + RUN_DIR/config.yaml).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import jax
+
+from distill_jax.config import ConfigError
+from distill_jax.model.hf import WEIGHT_FILES, load_hf, save_hf, tokenizer_files
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="HF model directory or training run directory")
+    parser.add_argument("--out", help="output directory (default for a run: RUN_DIR/hf/<step>)")
+    parser.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
+
+
+def _is_hf_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any((path / name).is_file() for name in WEIGHT_FILES)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "ckpt").is_dir() or (path / "config.yaml").is_file()
+
+
+def _load_run(run_dir: Path, step: int | None):
+    try:
+        from distill_jax.train.checkpoint import load_params
+    except ImportError as e:
+        raise ConfigError(f"--model {run_dir} is a training run, but reading run checkpoints needs "
+                          f"distill_jax.train.checkpoint.load_params, which is not available: {e}") from e
+    return load_params(run_dir, step)
+
+
+def run(args: argparse.Namespace) -> int:
+    src = Path(args.model)
+    if _is_hf_dir(src):
+        if args.step is not None:
+            raise ConfigError(f"--step applies to training runs; {src} is a Hugging Face directory")
+        if args.out is None:
+            raise ConfigError("--out is required when --model is a Hugging Face directory")
+        config, params = load_hf(src)
+        tokenizer_dir = src if tokenizer_files(src) else None
+        out = Path(args.out)
+    elif _is_run_dir(src):
+        config, params, tokenizer_dir = _load_run(src, args.step)
+        if args.out is not None:
+            out = Path(args.out)
+        else:
+            from distill_jax.train.checkpoint import Checkpointer
+
+            ckpt = Checkpointer(src, read_only=True, async_save=False)
+            try:
+                out = src / "hf" / str(ckpt.check_step(args.step))
+            finally:
+                ckpt.close()
+    else:
+        raise ConfigError(f"--model {src}: neither a Hugging Face directory (config.json + "
+                          f"{' or '.join(WEIGHT_FILES)}) nor a training run (ckpt/ or config.yaml)")
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"--out {out} is the source directory; choose another")
+    save_hf(params, config, out, tokenizer_dir=tokenizer_dir)
+    n_params = sum(int(v.size) for v in jax.tree.leaves(params))
+    print(f"exported {n_params:,} params ({config.feed_forward_proj}, "
+          f"{'tied' if config.tie_word_embeddings else 'untied'} head) to {out}")
+    return 0
