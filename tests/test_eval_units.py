@@ -31,7 +31,8 @@ def test_null_answers_do_not_vote_and_numeric_equality_merges():
 
 @pytest.mark.parametrize("expr,value", [
     ("48/2", Fraction(24)), ("3*(4+5)", Fraction(27)), ("1,200-200", Fraction(1000)), ("$5*4", Fraction(20)),
-    ("2**10", Fraction(1024)), ("-3+1", Fraction(-2)), ("7/2", Fraction(7, 2)), ("10%3", Fraction(1)),
+    ("2**10", Fraction(1024)), ("-3+1", Fraction(-2)), ("7/2", Fraction(7, 2)), ("50%*20", Fraction(10)),
+    ("7//2", Fraction(3)),
 ])
 def test_evaluate_arithmetic(expr, value):
     assert evaluate_arithmetic(expr) == value

@@ -16,6 +16,7 @@ from distill_jax.reasoning.answers import normalize_number
 
 # An annotation whose '=' has been written: group 1 is the expression, group 2 what follows up to '>>' or the end.
 _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*?)(>>|$)")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")  # `50%*20` is half of 20, as people write it
 _MAX_POW = 64  # 2**64 is fine; 10**10**10 is not a calculator's job
 
 
@@ -39,12 +40,10 @@ def _eval(node: ast.AST) -> Fraction:
             return left - right
         if isinstance(node.op, ast.Mult):
             return left * right
-        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)):
+        if isinstance(node.op, (ast.Div, ast.FloorDiv)):
             if right == 0:
                 raise CalculatorError("division by zero")
-            if isinstance(node.op, ast.Div):
-                return left / right
-            return Fraction(left // right) if isinstance(node.op, ast.FloorDiv) else left % right
+            return left / right if isinstance(node.op, ast.Div) else Fraction(left // right)
         if isinstance(node.op, ast.Pow):
             if right.denominator != 1 or abs(right) > _MAX_POW:
                 raise CalculatorError("unsupported power")
@@ -55,9 +54,12 @@ def _eval(node: ast.AST) -> Fraction:
 
 
 def evaluate_arithmetic(expr: str) -> Fraction:
-    """Exact value of an arithmetic expression (numbers, + - * / // % **, parentheses); commas, `$`, `%` ignored."""
-    cleaned = expr.replace(",", "").replace("$", "").replace("%", "").replace("x", "*").replace("×", "*")
-    cleaned = cleaned.replace("÷", "/").strip()
+    """Exact value of an arithmetic expression (numbers, + - * / // **, parentheses).
+
+    Commas and `$` are ignored, `N%` means N/100 (GSM8K annotations never use `%` as modulo), `×`/`÷` accepted.
+    """
+    cleaned = expr.replace(",", "").replace("$", "").replace("×", "*").replace("÷", "/").strip()
+    cleaned = _PERCENT.sub(r"(\1/100)", cleaned)
     if not cleaned:
         raise CalculatorError("empty expression")
     try:
