@@ -118,6 +118,16 @@ def _line(row: dict, tokens: int) -> str:
             f"{sharded} | {row['hf_s'] / best:.2f}x | {row['compile_s']:.1f} |")
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_section(path: Path, body: str) -> None:
     """Replace only our marked section; re-read the file right before writing (others edit other sections)."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
@@ -145,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ("| model | batch | HF generate tok/s | ours 1 device tok/s | ours batch-sharded tok/s | speed-up "
               "(best ours vs HF) | our compile s |\n|---|---|---|---|---|---|---|")
     print(header, flush=True)
+    load = os.getloadavg()
     rows = run(args.models, args.batches, args.new_tokens, args.input_len, args.repeats)
     table = "\n".join([header] + [_line(r, r["batch"] * args.new_tokens) for r in rows])
     command = "XLA_FLAGS=--xla_force_host_platform_device_count=2 .venv/bin/python benchmarks/decode.py " + " ".join(
@@ -152,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     body = (f"## Greedy decoding: ours vs HF `generate`\n\n"
             f"Greedy, {args.new_tokens} new tokens forced on both sides, inputs of {args.input_len} tokens, random "
             f"weights, fp32, median of {args.repeats} runs after a warm-up; new tokens per second (higher is "
-            f"better).\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"better).\nMachine: {_cpu_name()}, {os.cpu_count()} CPU cores, load average at start "
+            f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), "
             f"torch {torch.__version__} ({args.threads} threads), jax {jax.__version__} "
             f"({jax.device_count()} CPU devices).\nCommand: `{command.strip()}`\n\n{table}\n")
     if args.note:

@@ -15,6 +15,7 @@ from distill_jax.cli import main as cli_main
 from distill_jax.model import decode
 from distill_jax.model.hf import load_hf
 from distill_jax.model.tokenizer import Tokenizer, train_tokenizer
+from distill_jax.reasoning.styles import student_input
 from helpers_hf import make_tiny_hf_t5
 
 T = 16
@@ -189,5 +190,11 @@ def test_generate_cli(student, tmp_path) -> None:
     assert cli_main(args + ["--samples", "3", "--temperature", "0.7"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(isinstance(r["output"], list) and len(r["output"]) == 3 for r in rows)
+    src.write_text("".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in enumerate(questions)))
+    assert cli_main(args + ["--style", "pot"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    styled = [student_input(q, "pot") for q in questions]
+    assert [r["output"] for r in rows] == decode.generate_texts(params, config, tokenizer, styled, 6, batch_size=2,
+                                                                progress=False)
     src.write_text(json.dumps({"id": "bad"}) + "\n")
-    assert cli_main(args) == 2
+    assert cli_main(args) == 2  # names the file and line instead of a traceback

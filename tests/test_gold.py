@@ -12,7 +12,7 @@ from distill_jax.reasoning.sandbox import run_programs
 from distill_jax.teacher.gold import GoldTeacher, build_steps, cot_from_solution, eot_from_steps, pot_from_steps
 
 # Verifying every kept target costs minutes (7k sandboxed programs, 7k sympy systems); fixed strides over the
-# whole split check 1 in 12 programs and 1 in 48 equation systems within the test budget.
+# whole split check 1 in 12 programs and 1 in 96 equation systems within the test budget.
 STRIDE = 12
 
 
@@ -47,7 +47,8 @@ def test_coverage_matches_the_measured_annotation_facts(train, built):
     assert reasons["no annotation"] == 95
     assert 6930 <= reasons["kept"] <= 7001
     assert sum(reasons.values()) == 7473
-    assert set(reasons) <= {"kept", "no annotation", "last annotation not gold", "annotation mismatch", "bad annotation"}
+    assert set(reasons) <= {"kept", "no annotation", "last annotation not gold", "annotation mismatch",
+                            "bad annotation"}
 
 
 def test_sampled_programs_run_to_the_gold_answer(train, built):
@@ -58,13 +59,13 @@ def test_sampled_programs_run_to_the_gold_answer(train, built):
 
 
 def test_sampled_equations_solve_to_the_gold_answer(train, built):
-    sample = [p for p in train[1::STRIDE * 4] if built[("eot", p.id)][0] is not None]
+    sample = [p for p in train[1::STRIDE * 8] if built[("eot", p.id)][0] is not None]
     wrong = []
     for p in sample:
         r = solve_equations(built[("eot", p.id)][0])
         if not answers_match(r.answer, p.answer):
             wrong.append((p.id, r.answer, r.error))
-    assert len(sample) > 135 and wrong == []
+    assert len(sample) > 65 and wrong == []
 
 
 def test_cot_targets_for_the_whole_split(train):
@@ -105,7 +106,8 @@ def test_unfaithful_solutions_are_rejected_with_a_reason():
 def test_an_earlier_result_is_referenced_unless_the_question_states_that_number():
     solution = ("Each box costs 3*4 = <<3*4=12>>12 dollars.\nTwo boxes cost 12*2 = <<12*2=24>>24 dollars.\n"
                 "With the 12 dollar tip that is 24+12 = <<24+12=36>>36.\n#### 36")
-    steps, reason = build_steps(_problem(solution, "36", "A box has 3 rows of 4 cakes at $1 each. What do 2 boxes cost?"))
+    question = "A box has 3 rows of 4 cakes at $1 each. What do 2 boxes cost?"
+    steps, reason = build_steps(_problem(solution, "36", question))
     assert reason is None
     assert [(s.name, s.expr) for s in steps] == [
         ("box_costs", "3 * 4"), ("boxes_cost", "box_costs * 2"), ("ans", "boxes_cost + box_costs")]

@@ -1,12 +1,14 @@
 """HF directories <-> our params: export loads in transformers, round trips are exact, .bin reads without torch."""
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import shutil
 import zipfile
 
 import jax
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -59,7 +61,8 @@ def test_export_loads_in_transformers_with_same_logits(hf_model, tmp_path):
 def test_hf_to_ours_to_hf_is_bit_identical(hf_model, tmp_path):
     hf_dir, _ = hf_model
     save_hf(*reversed(load_hf(hf_dir)), tmp_path / "export")
-    before, after = load_file(str(hf_dir / "model.safetensors")), load_file(str(tmp_path / "export" / "model.safetensors"))
+    before = load_file(str(hf_dir / "model.safetensors"))
+    after = load_file(str(tmp_path / "export" / "model.safetensors"))
     assert sorted(before) == sorted(after)
     for name, value in before.items():
         assert after[name].dtype == value.dtype and np.array_equal(after[name], value), name
@@ -72,7 +75,8 @@ def test_pytorch_bin_loads_without_torch_to_identical_params(hf_model, tmp_path)
     shutil.copy(hf_dir / "config.json", bin_dir)
     # The old transformers layout: every tensor, tied copies included (encoder/decoder.embed_tokens, lm_head).
     state = torch_model.state_dict()
-    state["encoder.block.0.layer.0.SelfAttention.q.weight"] = state["encoder.block.0.layer.0.SelfAttention.q.weight"].t().contiguous().t()
+    q = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    state[q] = state[q].t().contiguous().t()  # same values, column-major storage: exercises the strides
     torch.save(state, bin_dir / "pytorch_model.bin")
     _, from_bin = load_hf(bin_dir)
     _, from_safetensors = load_hf(hf_dir)
@@ -87,6 +91,17 @@ def test_pytorch_bin_loads_without_torch_to_identical_params(hf_model, tmp_path)
     np.testing.assert_array_equal(read_torch_bin(tmp_path / "bf16.bin")["x"].astype(np.float32),
                                   bf16["x"].float().numpy())
     assert set(raw) == set(state)
+
+
+def test_bf16_checkpoint_loads_as_float32(hf_model, tmp_path):
+    hf_dir, torch_model = hf_model
+    copy.deepcopy(torch_model).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    _, from_bf16 = load_hf(tmp_path / "bf16")
+    _, from_fp32 = load_hf(hf_dir)
+    a, b = _flat(from_bf16), _flat(from_fp32)
+    for name in b:
+        assert a[name].dtype == np.float32
+        np.testing.assert_array_equal(a[name], b[name].astype(ml_dtypes.bfloat16).astype(np.float32), err_msg=name)
 
 
 def test_pytorch_bin_with_code_is_refused(tmp_path):

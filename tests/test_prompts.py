@@ -129,13 +129,16 @@ def test_cot_strips_markdown_latex_chatter_and_what_follows_the_answer():
         "Step 1: The notebooks cost 3 * 4 = 12 dollars.\nStep 2: His change is 20 - 12 = 8 dollars.\nThe answer is 8.")
     boxed = parse_completion("We add 1,200 and 34 to get 1,234.\n\nFinal answer: \\boxed{1,234}", "cot")
     assert boxed.text == "We add 1,200 and 34 to get 1,234.\nThe answer is 1234."
+    kept = parse_completion("Let's add: 2 + 3 = 5 apples.\nThe answer is 5.", "cot")  # reasoning, not chatter
+    assert kept.text == "Let's add: 2 + 3 = 5 apples.\nThe answer is 5."
     assert parse_completion("I am not sure how to do this.", "cot").error.startswith("parse: no final answer")
     assert parse_completion("   ", "cot").error == "parse: empty completion"
 
 
 def test_kp_keeps_its_three_parts():
     raw = ("**Core question:** How many muffins are left?\n\n**Key information:**\n- 24 muffins are baked\n"
-           "- 3/4 are sold\n- 2 are given away\n\n**Solution:**\n```python\nsold = 24 * 3 / 4\nans = 24 - sold - 2\n```\n"
+           "- 3/4 are sold\n- 2 are given away\n\n**Solution:**\n```python\nsold = 24 * 3 / 4\n"
+           "ans = 24 - sold - 2\n```\n"
            "Hope this helps!")
     assert parse_completion(raw, "kp_pot").text == (
         "Core question: How many muffins are left?\nKey information: 24 muffins are baked; 3/4 are sold; "

@@ -82,3 +82,13 @@ def test_new_problems(problems):
         teacher.new_problem(p, "easier")
     with pytest.raises(ValueError, match="unknown style"):
         teacher.rationale(p, "haiku")
+
+
+def test_calculator_annotations_are_exact(problems):
+    from distill_jax.reasoning.calculator import first_correction
+
+    teacher = SymbolicTeacher(calculator=True)
+    for p in problems[:100]:
+        text = teacher.rationale(p, "cot")
+        assert text.count("<<") == p.extra["steps"] and first_correction(text) is None
+        assert get_style("cot").answer(text).answer == p.answer

@@ -44,7 +44,7 @@ def _check_records(kept: list[dict], rejected: list[dict]) -> None:
 # --- offline teachers ---------------------------------------------------------------------------------
 def test_symbolic_teacher_end_to_end(tmp_path):
     problems_path = tmp_path / "problems.jsonl"
-    write_jsonl(problems_path, [p.to_row() for p in synthetic.generate(25, seed=3, max_steps=3)])
+    write_jsonl(problems_path, [p.to_row() for p in synthetic.generate(16, seed=3, max_steps=3)])
     cfg = TeachConfig(problems=str(problems_path), run_dir=str(tmp_path / "run"), styles=("cot", "pot", "eot"),
                       samples=2, round=1, teacher=TeacherConfig(kind="symbolic", error_rate=0.3), seed=5)
     summary = teach(cfg)
@@ -55,10 +55,11 @@ def test_symbolic_teacher_end_to_end(tmp_path):
         kept, rejected = _files(run, 1, style)
         _check_records(kept, rejected)
         stats = summary.styles[style]
-        assert stats.kept == len(kept) > 12 and sum(stats.rejected.values()) == len(rejected)
+        assert stats.kept == len(kept) > 8 and sum(stats.rejected.values()) == len(rejected)
         # error_rate 0.3: deliberate mistakes are caught by verification, not kept.
-        assert stats.rejected.get("wrong answer", 0) + stats.rejected.get("no answer", 0) >= 3
-        assert stats.kept + sum(stats.rejected.values()) + stats.duplicates == stats.jobs == 50
+        assert stats.rejected.get("wrong answer", 0) + stats.rejected.get("no answer", 0) >= 2
+        assert stats.kept + sum(stats.rejected.values()) + stats.duplicates == stats.jobs == 32
+        assert stats.duplicates > 0  # two samples of a right rationale are the same text: kept once
         assert saved["styles"][style]["kept"] == stats.kept
         assert all(r["round"] == 1 and r["style"] == style for r in kept + rejected)
 
@@ -77,14 +78,14 @@ def test_symbolic_fdd_problems_are_voted(tmp_path):
 
 
 def test_gold_teacher_on_a_gsm8k_train_sample(tmp_path, data_dir):
-    cfg = TeachConfig(problems="gsm8k_train", data_dir=str(data_dir), limit=60, run_dir=str(tmp_path / "run"),
+    cfg = TeachConfig(problems="gsm8k_train", data_dir=str(data_dir), limit=30, run_dir=str(tmp_path / "run"),
                       styles=("cot", "pot", "eot"), teacher=TeacherConfig(kind="gold"))
     summary = teach(cfg)
     for style in cfg.styles:
         kept, rejected = _files(tmp_path / "run", 0, style)
         _check_records(kept, rejected)
-        assert len(kept) + len(rejected) == 60
-        assert len(kept) >= 54, (style, summary.styles[style])
+        assert len(kept) + len(rejected) == 30
+        assert len(kept) >= 27, (style, summary.styles[style])
         assert all(r["reason"].split(":")[0] in ("no annotation", "last annotation not gold") for r in rejected)
 
 
@@ -106,13 +107,19 @@ def llm_reply(body: dict, index: int) -> str:
     total = a + b + (1 if a % 7 == 0 else 0)  # some wrong answers, for verification to reject
     if a % 11 == 0:
         return "I'm sorry, but I can't help with that."
+    if "simpler sub-questions" in system:  # decomposition, step 1: the plan
+        return "Here is a plan:\n1. How many apples does Tom buy?\n2. How many apples does Tom have now?"
+    if "answering the given sub-questions" in system:  # step 2: the answers
+        return (f"Q1: How many apples does Tom buy?\nA1: Tom buys {b} apples.\nQ2: How many apples does Tom have "
+                f"now?\nA2: {a} + {b} = {total}.\n\nThe answer is {total}.")
     if "Python programs" in system:
         if a % 2:
             return (f"Sure! Here is a Python program that solves it:\n\n```python\napples_start = {a}\n"
                     f"apples_bought = {b}\nans = apples_start + apples_bought{' + 1' if a % 7 == 0 else ''}\n"
                     f"print(ans)\n```\n\nThe program adds the apples Tom buys to the ones he has.")
         return f"start = {a}\nans = start + {total - a}"
-    return f"Sure! Let's think step by step.\n\n**Step 1:** Tom has {a} + {b} = {total} apples.\n\nThe answer is {total}. Hope this helps!"
+    return (f"Sure! Let's think step by step.\n\n**Step 1:** Tom has {a} + {b} = {total} apples.\n\n"
+            f"The answer is {total}. Hope this helps!")
 
 
 @pytest.fixture()
@@ -171,6 +178,24 @@ def test_llm_teach_parses_verifies_and_reruns_from_cache(tmp_path, server, secre
     assert again.usage["cached_hits"] == 60
     assert {p: p.read_bytes() for p in run.rglob("*.jsonl")} == before
     _assert_no_secret(run, *capsys.readouterr())
+
+
+def test_llm_decomposition_plans_then_solves(tmp_path, server, secret_env):
+    doc = _llm_cfg(tmp_path, server.url)
+    doc["styles"] = ["decomp"]
+    summary = teach(_load(doc))
+    kept, rejected = _files(tmp_path / "run", 0, "decomp")
+    _check_records(kept, rejected)
+    assert server.stats()["requests"] == 30 + 28  # plans for all, solves for those with a parsable plan
+    assert len(kept) == 24 and summary.styles["decomp"].rejected == {"wrong answer": 4, "parse": 2}
+    first = kept[0]
+    a, b = map(int, QUESTION.search(first["question"]).groups())
+    assert first["rationale"] == (f"Q1: How many apples does Tom buy?\nA1: Tom buys {b} apples.\n"
+                                  f"Q2: How many apples does Tom have now?\nA2: {a} + {b} = {a + b}.\n"
+                                  f"The answer is {a + b}.")
+    assert first["teacher"]["prompt_version"].startswith("decomp_plan@v1#") and "+decomp_solve@v1#" in \
+        first["teacher"]["prompt_version"]
+    assert first["teacher"]["usage"]["prompt_tokens"] > 0
 
 
 def _cli(cfg_path: Path, *extra: str, env_key: str | None = SECRET) -> list[str]:

@@ -172,3 +172,18 @@ def test_config_errors_name_the_key(tmp_path):
         load(TrainConfig, None, base + ["batch_size=6", "optim.grad_accum=4"])
     with pytest.raises(ConfigError, match="config file not found"):
         load(TrainConfig, tmp_path / "nope.yaml")
+
+
+def test_suggested_buckets_fit_the_data_and_cut_padding():
+    rng = np.random.default_rng(0)
+    lens = rng.lognormal(4.5, 0.4, size=(500, 2)).astype(int) + 2
+    encoded = [([1] * a, [1] * b) for a, b in lens]
+    buckets = B.suggest_buckets(encoded, 4)
+    assert len(buckets) == 4 and all(b[0] % 8 == 0 and b[1] % 8 == 0 for b in buckets)
+    records = [{"style": "pot", "meta": {}}] * len(encoded)
+    ex, st = B.tokenize(records, None, B.DataConfig(), buckets, encoded)
+    assert st["truncated"] == 0 and len(ex) == 500
+    padded = sum(sum(buckets[e.bucket]) for e in ex)
+    one_bucket = 500 * sum(buckets[-1])
+    assert padded < 0.75 * one_bucket
+

@@ -16,7 +16,7 @@ import random
 from dataclasses import replace
 
 from distill_jax.data.problems import Problem
-from distill_jax.data.synthetic_graph import Builder, Quantity, Retry, render_expr, apply_op  # noqa: F401
+from distill_jax.data.synthetic_graph import Builder, Retry
 from distill_jax.data.synthetic_moves import CONTINUE_MOVES, DISTRACTORS, MOVES, START_MOVES
 
 SOURCE = "synthetic"

@@ -115,6 +115,7 @@ class Quantity:
     food: bool = False
     price: tuple[int, int] | None = None
     adjective: bool = False  # the noun already carries a colour/size
+    repeatable: bool = True  # "does this every week" reads well (not after "... for 5 days")
 
     def conj(self) -> str:
         return VERBS[self.verb] if self.subj.plural else self.verb

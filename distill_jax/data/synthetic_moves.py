@@ -64,7 +64,8 @@ def start_rate(b: Builder, _q) -> Quantity:
                                  "{S} {works} {t} hours and {earns} ${r} each hour.")), s, r=r, t=t)
         b.sentence(text)
         vr, vt = b.given("hourly pay", r, text), b.given("hours", t, text)
-        return b.compute(Quantity("", 0, "dollars", s, "earns", money=True, tangible=False), "mul", [vr, vt], text)
+        q = Quantity("", 0, "dollars", s, "earns", money=True, tangible=False, repeatable=False)
+        return b.compute(q, "mul", [vr, vt], text)
     act = b.rng.choice(ACTIVITIES)
     period = b.rng.choice(act.periods)
     r, t = _num(b, 2, 20), _num(b, 2, 9)
@@ -75,7 +76,7 @@ def start_rate(b: Builder, _q) -> Quantity:
     )), s, verb=s.words()[act.verb], r=r, noun=act.noun, period=period, t=t)
     b.sentence(text)
     vr, vt = b.given(f"{act.noun} per {period}", r, text), b.given(f"{period}s", t, text)
-    q = Quantity("", 0, act.noun, s, act.verb, tangible=act.price is not None, price=act.price)
+    q = Quantity("", 0, act.noun, s, act.verb, tangible=act.price is not None, price=act.price, repeatable=False)
     return b.compute(q, "mul", [vr, vt], text)
 
 
@@ -264,7 +265,9 @@ def times(b: Builder, q: Quantity) -> Quantity:
 
 def sell(b: Builder, q: Quantity) -> Quantity:
     p = _num(b, *q.price)
-    text = say(b.rng.choice(("{S} {sells} them for ${p} each.", "{S} {sells} each of them for ${p}.")), q.subj, p=p)
+    which = "the rest" if q.suffix == " left" else "them"
+    text = say(b.rng.choice(("{S} {sells} {which} for ${p} each.", "{S} {sells} each of {which} for ${p}.")), q.subj,
+               p=p, which=which)
     b.sentence(text)
     vp = b.given("price each", p, text)
     new = replace(q, noun="dollars", verb="earns", suffix="", money=True, tangible=False, price=None)
@@ -297,8 +300,7 @@ def together3(b: Builder, q: Quantity) -> Quantity:
 
 def distractor(b: Builder, at_start: bool) -> None:
     """One fact with a number the question does not need, at the start or just before the question."""
-    people = [n for n in b.people]
-    who = b.rng.choice(people) if people and b.rng.random() < 0.5 else b.person().name
+    who = b.rng.choice(b.people) if b.people and b.rng.random() < 0.5 else b.person().name
     a = _num(b, 6, 60)
     kind = b.rng.randrange(3)
     if kind == 0:
@@ -326,7 +328,8 @@ CONTINUE_MOVES = (
     Move("share", 1, share, lambda q: q.tangible or (q.money and q.verb in ("has", "earns", "saves"))),
     Move("part", 1, part, lambda q: (not q.money and q.tangible and not q.adjective)
          or (q.money and q.verb in ("has", "earns"))),
-    Move("times", 1, times, lambda q: q.suffix == "" and q.subj.named and q.verb not in ("has", "gets", "saves")),
+    Move("times", 1, times, lambda q: q.suffix == "" and q.repeatable and q.subj.named
+         and q.verb not in ("has", "gets", "saves")),
     Move("sell", 1, sell, lambda q: not q.money and q.tangible and q.price is not None),
     Move("compare", 1, compare, _named),
     Move("together2", 2, together2, _named),

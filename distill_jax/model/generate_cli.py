@@ -57,7 +57,12 @@ def _read_inputs(path: str, style: str | None) -> tuple[list[dict], list[str]]:
     rows, texts = [], []
     student_input = None
     if style is not None:
-        from distill_jax.reasoning.styles import student_input
+        from distill_jax.reasoning.styles import get_style, student_input
+
+        try:
+            get_style(style)
+        except KeyError as e:
+            raise ConfigError(f"--style: {e.args[0]}") from None
     for lineno, row in iter_jsonl(path):
         where = f"{path}:{lineno}"
         if "id" not in row:

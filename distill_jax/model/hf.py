@@ -24,7 +24,7 @@ import jax
 import ml_dtypes
 import numpy as np
 from flax import traverse_util
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from distill_jax.config import ConfigError
 from distill_jax.model.t5 import T5Config, init_params
@@ -150,13 +150,46 @@ def read_torch_bin(path: str | Path) -> dict[str, np.ndarray]:
     return dict(state)
 
 
+# ---------------------------------------------------------------- safetensors, any dtype
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "I64": np.int64,
+    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of a .safetensors file as numpy arrays (memory-mapped), bf16 included.
+
+    safetensors' own numpy loader rejects bf16, the dtype many T5 checkpoints are published in.
+    """
+    path = Path(path)
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    try:
+        header_len = int(data[:8].view("<u8")[0])
+        header = json.loads(bytes(data[8:8 + header_len]))
+    except (ValueError, IndexError) as e:
+        raise ConfigError(f"{path}: not a safetensors file ({e})") from e
+    body = data[8 + header_len:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise ConfigError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+        start, end = info["data_offsets"]
+        dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<")
+        out[name] = body[start:end].view(dtype).reshape(info["shape"])
+    return out
+
+
 # ---------------------------------------------------------------- load / save
 
 def _read_tensors(model_dir: Path) -> tuple[Path, dict[str, np.ndarray]]:
     for name in WEIGHT_FILES:
         path = model_dir / name
         if path.is_file():
-            return path, (load_file(str(path)) if name.endswith(".safetensors") else read_torch_bin(path))
+            return path, (read_safetensors(path) if name.endswith(".safetensors") else read_torch_bin(path))
     if (model_dir / "model.safetensors.index.json").is_file() or (model_dir / "pytorch_model.bin.index.json").is_file():
         raise ConfigError(f"{model_dir}: sharded checkpoints are not supported; merge the shards first")
     raise ConfigError(f"{model_dir}: no {' or '.join(WEIGHT_FILES)}")
@@ -190,11 +223,12 @@ def load_hf(model_dir: str | Path, dtype: str = "float32") -> tuple[T5Config, di
             theirs = "shared.weight"  # transformers 5.x leaves out a head equal to the embedding
         if theirs not in tensors:
             raise ConfigError(f"{weights_path}: tensor {theirs!r} is missing (needed for {ours})")
-        value = np.asarray(tensors[theirs], dtype=np.float32)
+        value = np.array(tensors[theirs], dtype=np.float32)  # a copy: never a view of the mapped file
         value = value.T if transposed else value
         if value.shape != expected[ours].shape:
+            implied = expected[ours].shape[::-1] if transposed else expected[ours].shape
             raise ConfigError(f"{weights_path}: tensor {theirs!r} has shape {tensors[theirs].shape}, "
-                              f"config.json implies {expected[ours].shape[::-1] if transposed else expected[ours].shape}")
+                              f"config.json implies {implied}")
         flat[ours] = np.ascontiguousarray(value)
         used.add(theirs)
     if config.tie_word_embeddings and "lm_head.weight" in tensors:

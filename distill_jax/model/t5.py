@@ -204,6 +204,10 @@ class RMSNorm(nn.Module):
         return (scale * x).astype(self.dtype)
 
 
+def _norm(config: T5Config) -> RMSNorm:
+    return RMSNorm(config.layer_norm_epsilon, config.compute_dtype)
+
+
 def _dense(config: T5Config, features: int, std: float) -> nn.Dense:
     return nn.Dense(features, use_bias=False, dtype=config.compute_dtype, param_dtype=jnp.float32,
                     kernel_init=_normal(std))
@@ -268,13 +272,12 @@ class Block(nn.Module):
 
     def setup(self) -> None:
         c = self.config
-        norm = lambda: RMSNorm(c.layer_norm_epsilon, c.compute_dtype)  # noqa: E731
-        self.self_attn_norm = norm()
+        self.self_attn_norm = _norm(c)
         self.self_attn = Attention(c)
         if self.is_decoder:
-            self.cross_attn_norm = norm()
+            self.cross_attn_norm = _norm(c)
             self.cross_attn = Attention(c)
-        self.mlp_norm = norm()
+        self.mlp_norm = _norm(c)
         self.mlp = MLP(c)
         self.dropout = nn.Dropout(c.dropout_rate)
 
@@ -322,7 +325,7 @@ class Stack(nn.Module):
         self.relpos_bias = self.param("relpos_bias", _normal(c.d_model ** -0.5),
                                       (c.relative_attention_num_buckets, c.num_heads), jnp.float32)
         self.block = [Block(c, self.is_decoder) for _ in range(n)]
-        self.final_norm = RMSNorm(c.layer_norm_epsilon, c.compute_dtype)
+        self.final_norm = _norm(c)
         self.dropout = nn.Dropout(c.dropout_rate)
 
     def position_bias(self, query_pos: Array, key_pos: Array) -> Array:

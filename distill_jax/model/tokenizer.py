@@ -254,13 +254,14 @@ def _train_escaper() -> Escaper:
 
 def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int,
                     model_type: str = "bpe", split_digits: bool = True,
-                    character_coverage: float = 1.0, seed_texts: Sequence[str] = ()) -> Tokenizer:
+                    character_coverage: float = 1.0) -> Tokenizer:
     """Train a SentencePiece vocab on `texts` and write a HF T5 tokenizer directory to `out_dir`.
 
     split_digits=True is deliberate: every digit is its own piece, so a small student copies numbers
     from the question digit by digit instead of having to learn hundreds of number-chunk pieces (a
-    unigram vocab on arithmetic text spends most of its pieces on them). It lengthens numbers, which
-    in GSM8K-style text costs about 10-20% more tokens. BPE is the default: unigram refuses vocab sizes
+    unigram vocab on arithmetic text spends most of its pieces on them). It costs length: on GSM8K
+    questions + solutions (BPE trained on 3000 train problems, measured on 500 test problems) 11% more
+    tokens at 600 pieces, 18% more at 2000. BPE is the default: unigram refuses vocab sizes
     above what templated text supports ("must be <= 202" for 600 pieces).
     The texts are escaped as they will be at encode time, and the escape markers are single pieces.
     """
@@ -271,7 +272,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     escaper = _train_escaper()
-    sentences = [escaper.escape(t) for t in list(seed_texts) + list(texts) if t and not t.isspace()]
+    sentences = [escaper.escape(t) for t in texts if t and not t.isspace()]
     if not sentences:
         raise TokenizerError("train_tokenizer: no non-empty texts")
     # Every printable ASCII character is required so code the corpus never showed still spells.

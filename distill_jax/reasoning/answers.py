@@ -54,8 +54,8 @@ _NUMBER = re.compile(
     + r"(?:"
     + rf"(?P<whole>\d+)\s?{_LATEX_FRAC.replace('fn', 'mn').replace('fd', 'md')}"  # 2\frac{1}{2}
     + rf"|{_LATEX_FRAC}"
-    + r"|(?P<mixw>\d+)\s(?P<mixn>\d+)/(?P<mixd>\d+)(?![\d.,/])"  # 2 1/2 (proper fraction checked later)
-    + rf"|(?P<num>{_DIGITS})(?P<exp>{_EXP})?(?:\s?/\s?(?P<den>\d+(?:\.\d+)?)(?![\d.]))?"
+    + r"|(?P<mixw>\d+)\s(?P<mixn>\d+)/(?P<mixd>\d+)(?!\d|[.,/]\d)"  # 2 1/2 (proper fraction checked later)
+    + rf"|(?P<num>{_DIGITS})(?P<exp>{_EXP})?(?:\s?/\s?(?P<den>\d+(?:\.\d+)?)(?!\d|\.\d))?"
     + r")"
     + r"(?P<pct>\s?\\?%)?"
 )

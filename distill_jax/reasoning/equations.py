@@ -1,10 +1,11 @@
 """Solve an Equation-of-Thought (EoT) rationale with sympy; the answer is the value of the variable `ans`.
 
 Format: one equation per line (`apples = 3 * boxes`, `2x + 5 = 17`; unknowns may sit on either side);
-lines starting with `%` are comments, and a `%` that does not follow a number starts a trailing comment.
+lines starting with `%` are comments. A `%` written right after a number is a percent (`20%` is 20/100);
+any other `%` (`speed = 160 / 2  % km per hour`) starts a trailing comment.
 Markdown fences and blank lines are ignored. Implicit multiplication (`3x`, `2(x+1)`, `(a)(b)`) is read
 through sympy's parser transformations; `^` is a power (LLM-written equations use it that way, never as
-xor); `20%` is 20/100; thousands commas (`1,080`), `$`, `×`, `÷` and `−` are understood. Decimals are read
+xor); thousands commas (`1,080`), `$`, `×`, `÷` and `−` are understood. Decimals are read
 as exact rationals, so `0.1 + 0.2` is 3/10.
 
 Text that is not arithmetic/equation text is rejected with a reason, never evaluated: every line must pass a
@@ -24,12 +25,15 @@ like `x^2 = 49` means 7. Non-real solutions are dropped.
 from __future__ import annotations
 
 import atexit
+import json
 import keyword
-import multiprocessing
+import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Callable
 
 MAX_TEXT_CHARS = 5_000
@@ -40,7 +44,7 @@ _START_TIMEOUT_S = 60.0
 _ALLOWED = re.compile(r"[A-Za-z0-9_.,+\-*/^()= \t]*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ADJACENT_NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\s+[A-Za-z_]")
-_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)%")
 _THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d,])")
 _FENCE_LINE = re.compile(r"^\s*```")
 _REPLACE = {"×": "*", "·": "*", "÷": "/", "−": "-", "–": "-", "$": "", "**": "^"}
@@ -90,6 +94,35 @@ def _lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def _substitute_forward(exprs: list) -> tuple[dict | None, list]:
+    """Solve, in any order, every equation that is linear in its one remaining unknown (`ans = a * b` once
+    a and b are known): most EoT rationales are chains of definitions, and this is ~10x cheaper than a
+    general solve. Returns (known values, equations left for the general solver); (None, []) when an
+    equation with no unknown left is false."""
+    known: dict = {}
+    remaining = list(exprs)
+    changed = True
+    while changed and remaining:
+        changed, left = False, []
+        for expr in remaining:
+            expr = expr.xreplace(known) if known else expr
+            free = expr.free_symbols
+            if not free:
+                if expr.is_zero is False:
+                    return None, []
+                continue
+            if len(free) == 1:
+                (symbol,) = free
+                slope = expr.diff(symbol)
+                if not slope.free_symbols and slope.is_zero is False:
+                    known[symbol] = -expr.xreplace({symbol: 0}) / slope
+                    changed = True
+                    continue
+            left.append(expr)
+        remaining = left
+    return known, remaining
+
+
 def _solve_in_process(text: str) -> EquationResult:
     """Parse and solve; runs inside a worker (sympy imported there only)."""
     import sympy
@@ -130,16 +163,21 @@ def _solve_in_process(text: str) -> EquationResult:
     if "ans" not in symbols:
         return EquationResult(None, "no ans")
     ans = symbols["ans"]
-    exprs = [eq.lhs - eq.rhs for eq in equations]
-    unknowns = sorted({s for e in exprs for s in e.free_symbols}, key=lambda s: s.name)
-    try:
-        system = sympy.linear_eq_to_matrix(exprs, unknowns)
-        solutions = [dict(zip(unknowns, sol)) for sol in sympy.linsolve(system, unknowns)]
-    except (NonlinearError, ValueError):
+    known, rest = _substitute_forward([eq.lhs - eq.rhs for eq in equations])
+    if known is None:
+        return EquationResult(None, "inconsistent")
+    solutions = [known]
+    if rest:
+        unknowns = sorted({s for e in rest for s in e.free_symbols}, key=lambda s: s.name)
         try:
-            solutions = sympy.solve(exprs, unknowns, dict=True)
-        except NotImplementedError:
-            return EquationResult(None, "cannot solve (unsupported equation)")
+            system = sympy.linear_eq_to_matrix(rest, unknowns)
+            general = [dict(zip(unknowns, sol)) for sol in sympy.linsolve(system, unknowns)]
+        except (NonlinearError, ValueError):
+            try:
+                general = sympy.solve(rest, unknowns, dict=True)
+            except NotImplementedError:
+                return EquationResult(None, "cannot solve (unsupported equation)")
+        solutions = [{**known, **sol} for sol in general]
     if not solutions:
         return EquationResult(None, "inconsistent")
     values = set()
@@ -170,47 +208,70 @@ def _solve_in_process(text: str) -> EquationResult:
     return EquationResult(answer, None)
 
 
-def _worker_main(conn: Connection) -> None:
+def _worker_main() -> None:
+    """Worker loop: one JSON request line in (`{"text": ...}`), one JSON reply line out."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_LIMIT, _MEMORY_LIMIT))
     import sympy  # noqa: F401 - paid once per worker, before the first deadline starts
 
-    conn.send("ready")
-    while True:
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
         try:
-            text = conn.recv()
-        except EOFError:
-            return
-        try:
-            result = _solve_in_process(text)
+            result = _solve_in_process(json.loads(line)["text"])
         except MemoryError:
             result = EquationResult(None, "memory")
         except RecursionError:
             result = EquationResult(None, "too deeply nested")
         except Exception as e:  # noqa: BLE001 - report, keep serving
             result = EquationResult(None, f"solver error: {type(e).__name__}")
-        conn.send(result)
+        print(json.dumps({"answer": result.answer, "error": result.error}), flush=True)
+
+
+class SolverError(RuntimeError):
+    """The pool itself cannot work (a worker does not start); never raised for anything a text does."""
 
 
 class _Worker:
+    """A `python -c` subprocess (not multiprocessing: no re-import of the caller's __main__, no fork of a
+    process that may hold JAX threads) speaking JSON lines over its pipes."""
+
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("forkserver")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from distill_jax.reasoning.equations import _worker_main; _worker_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True,
+        )
+        self.stdout = self.proc.stdout
         self.ready = False
+        self.started = time.monotonic()
         self.task: tuple[int, float] | None = None  # (index, deadline)
 
+    def send(self, index: int, text: str, timeout_s: float) -> None:
+        self.proc.stdin.write(json.dumps({"text": text}) + "\n")
+        self.proc.stdin.flush()
+        self.task = (index, time.monotonic() + timeout_s)
+
+    def receive(self) -> dict | None:
+        line = self.stdout.readline()
+        try:
+            return json.loads(line) if line else None
+        except ValueError:
+            return None
+
     def kill(self) -> None:
-        self.process.kill()
-        self.process.join()
-        self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 class SolverPool:
-    """Persistent sympy workers; `solve(texts)` keeps each under its own deadline, in parallel."""
+    """Persistent sympy workers; `solve(texts)` keeps each text under its own deadline, in parallel."""
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = [_Worker() for _ in range(max(1, workers))]
@@ -222,41 +283,45 @@ class SolverPool:
 
     def solve(self, texts: list[str], timeout_s: float = 2.0,
               progress: Callable[[int, int], None] | None = None) -> list[EquationResult]:
+        """Results in input order; timeout_s is wall-clock per text, from the moment a worker gets it."""
         results: list[EquationResult | None] = [None] * len(texts)
         pending = list(range(len(texts)))[::-1]
         done = 0
+
+        def finish(worker: _Worker, result: EquationResult) -> None:
+            nonlocal done
+            results[worker.task[0]] = result
+            worker.task = None
+            done += 1
+            if progress:
+                progress(done, len(texts))
+
         while done < len(texts):
             now = time.monotonic()
             for w in self.workers:
                 if w.ready and w.task is None and pending:
                     i = pending.pop()
-                    w.conn.send(texts[i])
-                    w.task = (i, now + timeout_s)
-            deadlines = [w.task[1] for w in self.workers if w.task] + [now + _START_TIMEOUT_S]
-            ready = wait([w.conn for w in self.workers], timeout=max(0.0, min(deadlines) - now))
+                    w.send(i, texts[i], timeout_s)
+            deadlines = [w.task[1] if w.task else w.started + _START_TIMEOUT_S for w in self.workers]
+            readable = wait([w.stdout for w in self.workers], timeout=max(0.0, min(deadlines) - now))
             now = time.monotonic()
             for k, w in enumerate(self.workers):
-                if w.conn in ready:
-                    try:
-                        msg = w.conn.recv()
-                    except (EOFError, OSError):
-                        msg = EquationResult(None, "memory" if w.task else "worker failed")
+                if w.stdout in readable:
+                    reply = w.receive()
+                    if reply is None:  # died: memory limit or a crash
+                        if w.task is None:
+                            raise SolverError("an equation worker exited before it was ready")
+                        finish(w, EquationResult(None, "memory"))
                         self.workers[k] = self._replace(w)
-                    if msg == "ready":
+                    elif reply.get("ready"):
                         w.ready = True
-                        continue
-                    if w.task is not None:
-                        results[w.task[0]] = msg
-                        done += 1
-                        w.task = None
-                        if progress:
-                            progress(done, len(texts))
+                    elif w.task is not None:
+                        finish(w, EquationResult(reply.get("answer"), reply.get("error")))
                 elif w.task is not None and now >= w.task[1]:
-                    results[w.task[0]] = EquationResult(None, "timeout")
-                    done += 1
+                    finish(w, EquationResult(None, "timeout"))
                     self.workers[k] = self._replace(w)
-                    if progress:
-                        progress(done, len(texts))
+                elif not w.ready and now >= w.started + _START_TIMEOUT_S:
+                    raise SolverError(f"an equation worker did not start within {_START_TIMEOUT_S:.0f} s")
         return results  # type: ignore[return-value]
 
     @staticmethod
@@ -265,34 +330,34 @@ class SolverPool:
         return _Worker()
 
 
-_default_pool: SolverPool | None = None
+_shared: SolverPool | None = None
 
 
-def _pool() -> SolverPool:
-    global _default_pool
-    if _default_pool is None:
-        _default_pool = SolverPool(1)
-        atexit.register(_default_pool.close)
-    return _default_pool
+def _pool(workers: int | None = None) -> SolverPool:
+    """The process-wide pool (its sympy imports are paid once); resized when a caller names another size."""
+    global _shared
+    size = max(1, workers or min(8, os.cpu_count() or 1))
+    if _shared is None or (workers is not None and len(_shared.workers) != size):
+        if _shared is not None:
+            _shared.close()
+        _shared = SolverPool(size)
+    return _shared
+
+
+@atexit.register
+def _close_shared_pool() -> None:
+    if _shared is not None:
+        _shared.close()
 
 
 def solve_equations(text: str, timeout_s: float = 2.0) -> EquationResult:
-    """Solve one EoT rationale in the shared worker (started on first use) under a wall-clock deadline."""
+    """Solve one EoT rationale on the shared pool (started on first use) under a wall-clock deadline."""
     return _pool().solve([text], timeout_s)[0]
 
 
 def solve_many(texts: list[str], timeout_s: float = 2.0, workers: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> list[EquationResult]:
-    """Solve many rationales in a pool of `workers` processes (default: CPU count, at most 8)."""
+    """Solve many rationales on the shared pool of `workers` processes (None: CPU count, at most 8)."""
     if not texts:
         return []
-    import os
-
-    n = workers or min(8, os.cpu_count() or 1)
-    if n == 1:
-        return _pool().solve(texts, timeout_s, progress)
-    pool = SolverPool(min(n, len(texts)))
-    try:
-        return pool.solve(texts, timeout_s, progress)
-    finally:
-        pool.close()
+    return _pool(workers).solve(list(texts), timeout_s, progress)

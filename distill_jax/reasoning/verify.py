@@ -9,6 +9,7 @@ batched API in chunks and each chunk is appended to the output as soon as it is 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         summary = verify_file(args.style, args.input, args.output, workers=args.workers, timeout_s=args.timeout,
                               chunk_size=args.chunk_size, console=console)
     except DataError as e:
-        console.print(f"distill-jax verify: error: {e}", markup=False, highlight=False)
+        print(f"distill-jax verify: error: {e}", file=sys.stderr)  # plain: rich would wrap the file:line
         return 2
     _print_summary(summary, args.style, args.output, console)
     return 0

@@ -30,9 +30,10 @@ from typing import Any, Callable, Literal
 from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
-from distill_jax.data.records import rationale_record, write_jsonl
+from distill_jax.data.records import DataError, rationale_record, write_jsonl
 from distill_jax.teacher.client import ChatRequest, ChatResult, ClientConfig, TeacherClient
-from distill_jax.teacher.prompts import FDD_TEMPLATES, STYLE_TEMPLATES, get_template, prompt_version, templates_for_style
+from distill_jax.teacher.prompts import (FDD_TEMPLATES, STYLE_TEMPLATES, get_template, prompt_version,
+                                         templates_for_style)
 
 # Request failures that no later request in this run can avoid: stop instead of paying for more 401s.
 _STOPPING_FAILURES = ("auth", "budget", "dry_run")
@@ -73,7 +74,7 @@ class TeachConfig:
     data_dir: str | None = None
     prompt_dir: str | None = None  # default: the packaged teacher/prompt_files
     chunk: int = 256  # jobs per parse/verify batch
-    sandbox_timeout_s: float = 2.0
+    verify_timeout_s: float = 2.0  # per PoT program / EoT system
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     fdd: FddConfig = field(default_factory=FddConfig)
 
@@ -83,6 +84,8 @@ class TeachConfig:
             raise ValueError(f"styles: unknown {unknown} (known: {', '.join(STYLE_TEMPLATES)})")
         if self.samples < 1 or self.chunk < 1:
             raise ValueError("samples and chunk must be >= 1")
+        if self.fdd.solve_style not in STYLE_TEMPLATES:
+            raise ValueError(f"fdd.solve_style: unknown style {self.fdd.solve_style!r}")
         if not 1 <= self.fdd.agree <= self.fdd.samples:
             raise ValueError(f"fdd.agree must be in 1..fdd.samples ({self.fdd.samples}), got {self.fdd.agree}")
 
@@ -126,10 +129,6 @@ class TeachSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return config_lib.to_dict(self)
-
-    @property
-    def failed(self) -> int:
-        return sum(sum(s.failures.values()) for s in self.styles.values())
 
 
 def _kind(reason: str) -> str:
@@ -230,17 +229,20 @@ def _draft_from(result: ChatResult, parser: Callable[[str], Any]) -> Draft:
     if result.error is not None:
         return Draft(None, failure=result.error, usage=result.usage)
     parsed = parser(result.text or "")
-    return Draft(parsed.text, reason=parsed.error, usage=result.usage, finish_reason=result.finish_reason, raw=result.text)
+    return Draft(parsed.text, reason=parsed.error, usage=result.usage, finish_reason=result.finish_reason,
+                 raw=result.text)
 
 
 # --- verification -------------------------------------------------------------------------------------
-def verify(style: str, targets: list[str], golds: list[str | None]) -> list[tuple[str | None, str | None]]:
-    """(prediction, reject reason or None) per target, in one batch (PoT programs run in the sandbox pool)."""
+def verify(style: str, targets: list[str], golds: list[str | None],
+           timeout_s: float = 2.0) -> list[tuple[str | None, str | None]]:
+    """(prediction, reject reason or None) per target, in one batch (PoT programs run in the sandbox pool);
+    a gold of None (a generated problem) only asks for the prediction."""
     from distill_jax.reasoning.answers import answers_match
     from distill_jax.reasoning.styles import get_style
 
     out = []
-    for answer, gold in zip(get_style(style).answers(targets), golds):
+    for answer, gold in zip(get_style(style).answers(targets, timeout_s=timeout_s), golds):
         if answer.answer is None:
             out.append((None, f"no answer: {answer.error or 'nothing to read'}"))
         elif gold is not None and not answers_match(answer.answer, gold):
@@ -270,7 +272,10 @@ def _open_client(cfg: TeachConfig) -> TeacherClient:
 
 
 def load_teach_problems(cfg: TeachConfig) -> list[Problem]:
-    problems = load_problems(cfg.problems, cfg.data_dir)
+    try:
+        problems = load_problems(cfg.problems, cfg.data_dir)
+    except DataError as e:  # the CLI reports a config error cleanly, without a traceback
+        raise ConfigError(f"problems: {e}") from e
     return problems[: cfg.limit] if cfg.limit is not None else problems
 
 
@@ -283,7 +288,7 @@ def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: boo
     teacher: OfflineTeacher | LLMTeacher = LLMTeacher(cfg, client) if client else OfflineTeacher(cfg)
     summary = TeachSummary(str(run), cfg.round, kind, teacher.model)
     try:
-        if client is not None and cfg.teacher.dry_run:
+        if cfg.teacher.dry_run:
             summary.estimate = dry_run_estimate(cfg, problems, teacher)
             return summary
         config_lib.save_resolved(cfg, run / "config.yaml")
@@ -318,7 +323,8 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
         chunk = jobs[start: start + cfg.chunk]
         drafts = teacher.draft(style, chunk)
         ready = [i for i, d in enumerate(drafts) if d.target is not None]
-        checks = dict(zip(ready, verify(style, [drafts[i].target for i in ready], [chunk[i][0].answer for i in ready])))
+        checks = dict(zip(ready, verify(style, [drafts[i].target for i in ready], [chunk[i][0].answer for i in ready],
+                                        cfg.verify_timeout_s)))
         for i, ((problem, sample), draft) in enumerate(zip(chunk, drafts)):
             if draft.failure is not None:
                 fkind = _kind(draft.failure)
@@ -372,12 +378,16 @@ def _completion_guess(style: str, cfg: TeachConfig) -> int:
     return min(cfg.max_tokens, max(guess, 16))
 
 
-def dry_run_estimate(cfg: TeachConfig, problems: list[Problem], teacher: LLMTeacher) -> dict[str, Any]:
-    """Per style: requests, cached, to send, tokens, cost; nothing is sent. Decomposition's solve stage is
-    estimated with the decomposer's exemplar plan standing in for the plan it will get."""
+def dry_run_estimate(cfg: TeachConfig, problems: list[Problem], teacher: OfflineTeacher | LLMTeacher) -> dict[str, Any]:
+    """Per style: requests, cached, to send, tokens, cost; nothing is sent (an offline teacher costs nothing).
+    Decomposition's solve stage is estimated with an exemplar plan standing in for the plan it will get."""
     jobs = [(p, s) for p in problems for s in range(cfg.samples)]
     rows = {}
     for style in cfg.styles:
+        if isinstance(teacher, OfflineTeacher):
+            rows[style] = {"requests": len(jobs), "cached": 0, "to_send": 0, "http_requests": 0,
+                           "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+            continue
         temperature = cfg.temperature_for(style)
         requests = teacher.requests(style, jobs, temperature)
         if style == "decomp":
@@ -433,7 +443,6 @@ def _fdd_id(parent: Problem, kind: str, round_: int, j: int) -> str:
 
 def _vote(cfg: TeachConfig, kind: str, teacher: OfflineTeacher | LLMTeacher, candidates: list) -> list[Problem]:
     style, n = cfg.fdd.solve_style, cfg.fdd.samples
-    drafts_of: dict[int, list[Draft]] = {}
     unsolved = [new for _, _, new, _, _ in candidates]
     jobs = [(p, s) for p in unsolved if p is not None for s in range(n)]
     if isinstance(teacher, LLMTeacher):
@@ -444,15 +453,17 @@ def _vote(cfg: TeachConfig, kind: str, teacher: OfflineTeacher | LLMTeacher, can
     else:
         drafts = teacher.draft(style, jobs)
     ready = [i for i, d in enumerate(drafts) if d.target is not None]
-    answers = dict(zip(ready, (a for a, _ in verify(style, [drafts[i].target for i in ready], [None] * len(ready)))))
+    checks = verify(style, [drafts[i].target for i in ready], [None] * len(ready), cfg.verify_timeout_s)
+    answers = dict(zip(ready, (prediction for prediction, _ in checks)))
+    answers_of: dict[int, list[str | None]] = {}  # candidate -> its n solutions' answers
     pos = 0
     for c, p in enumerate(unsolved):
         if p is not None:
-            drafts_of[c] = [answers.get(pos + s) for s in range(n)]
+            answers_of[c] = [answers.get(pos + s) for s in range(n)]
             pos += n
     accepted, rejected = [], []
     for c, (parent, j, new, gen_answer, reason) in enumerate(candidates):
-        votes = Counter(a for a in drafts_of.get(c, []) if a is not None)
+        votes = Counter(a for a in answers_of.get(c, []) if a is not None)
         top, count = votes.most_common(1)[0] if votes else (None, 0)
         fdd = {"kind": kind, "parent": parent.id, "round": cfg.round, "votes": dict(votes), "samples": n,
                "agree": cfg.fdd.agree, "generator_answer": gen_answer}

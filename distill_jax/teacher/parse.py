@@ -16,10 +16,12 @@ _CHATTER = re.compile(
     r"^(sure|certainly|of course|okay|ok|absolutely|great|here(?:'s| is| are)|below is|let(?:'s| us| me)|"
     r"i (?:will|can|'ll)|to solve (?:this|the)|we can)\b", re.I)
 _ANSWER_LINE = re.compile(r"the (?:final )?answer is:?\s*\$?\s*(-?[\d,]*\.?\d+)", re.I)
-_OTHER_ANSWER = re.compile(
-    r"(?:^|\n)\s*(?:####|final answer:?|answer:)\s*\$?\s*(?:\\boxed\{)?\s*(-?[\d,]*\.?\d+)|\\boxed\{\s*(-?[\d,]*\.?\d+)\s*\}",
-    re.I)
-_CODE_START = re.compile(r"^\s*(?:[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*\s*[-+*/]?=|#|def |for |while |if |import |from )")
+_OTHER_ANSWER = re.compile(  # `#### N`, `Final answer: N`, `Answer: \boxed{N}`, a bare `\boxed{N}`
+    r"(?:^|\n)\s*(?:####|final answer:?|answer:)\s*\$?\s*(?:\\boxed\{)?\s*(-?[\d,]*\.?\d+)"
+    r"|\\boxed\{\s*(-?[\d,]*\.?\d+)\s*\}", re.I)
+_CODE_START = re.compile(  # the first line that looks like code: an assignment, a comment or a statement
+    r"^\s*(?:[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*\s*[-+*/]?=|#|def |for |while |if |import |from )")
+_PROSE = re.compile(r"[A-Za-z]{3,}\s+[A-Za-z]{3,}\s+[A-Za-z]{3,}")  # three words in a row: not an equation
 _KP_HEAD = re.compile(r"^[\s*#_>-]*(core question|key information|solution)[\s*_]*:[\s*_]*", re.I | re.M)
 _NUMBERED = re.compile(r"^\s*(?:(?:sub-?question|step|q)\s*)?(\d+)\s*[.):]\s*(.*)$", re.I)
 _QUESTION_HEAD = re.compile(r"^\s*(?:q|sub-?question)\s*(\d+)\s*[.):]\s*(.*)$", re.I)
@@ -62,8 +64,13 @@ def _strip_markdown(line: str) -> str:
     return re.sub(r"[ \t]+", " ", line).strip()
 
 
+def _is_chatter(line: str) -> bool:
+    # "Let's compute 3 * 4 = 12." is reasoning, "Let's solve this step by step." is not: chatter has no numbers.
+    return bool(_CHATTER.match(line.strip())) and not re.search(r"\d", line)
+
+
 def _drop_leading_chatter(lines: list[str]) -> list[str]:
-    while lines and (not lines[0].strip() or (_CHATTER.match(lines[0].strip()) and len(lines) > 1)):
+    while len(lines) > 1 and (not lines[0].strip() or _is_chatter(lines[0])):
         lines = lines[1:]
     return lines
 
@@ -141,7 +148,7 @@ def clean_equations(raw: str) -> Parsed:
             out.append("% " + stripped.lstrip("%# ").strip())
             continue
         stripped = _strip_markdown(stripped).rstrip(".;,")
-        if "=" in stripped and not _CHATTER.match(stripped) and not re.search(r"[A-Za-z]{3,}\s+[A-Za-z]{3,}\s+[A-Za-z]{3,}", stripped):
+        if "=" in stripped and not _is_chatter(stripped) and not _PROSE.search(stripped):
             out.append(stripped)
     while out and out[-1].startswith("%"):
         out.pop()
@@ -169,7 +176,8 @@ def clean_kp(raw: str, solution_style: str) -> Parsed:
     if isinstance(parts, Parsed):
         return parts
     core = " ".join(_strip_markdown(line) for line in parts["core question"].splitlines() if line.strip())
-    info = "; ".join(_strip_markdown(line).rstrip(";") for line in parts["key information"].splitlines() if line.strip())
+    info_lines = [_strip_markdown(line).rstrip(";") for line in parts["key information"].splitlines()]
+    info = "; ".join(line for line in info_lines if line)
     solved = clean_program(parts["solution"]) if solution_style == "pot" else clean_cot(parts["solution"])
     if solved.text is None:
         return solved

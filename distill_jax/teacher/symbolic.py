@@ -76,6 +76,10 @@ def fmt(v: Fraction) -> str:
 def mistake(trace: Trace, kind: str, rng: random.Random, program: bool) -> Trace:
     """A copy of `trace` with one mistake of `kind`; programs cannot write a wrong result, they answer wrongly."""
     t = trace.copy()
+    if kind == "dropped_step" and len(t.steps) < 2:
+        kind = "wrong_final"
+    if kind == "wrong_final" and program and len(t.steps) < 2:
+        kind = "off_by_one"  # a one-step program has no other quantity to answer with
     if kind == "wrong_op":
         s = rng.choice(t.steps)
         if s["op"] == "frac":
@@ -85,13 +89,13 @@ def mistake(trace: Trace, kind: str, rng: random.Random, program: bool) -> Trace
     elif kind == "off_by_one":
         var = rng.choice(list(t.givens))
         t.givens[var] += 1 if t.givens[var] <= 1 or rng.random() < 0.5 else -1
-    elif kind == "dropped_step" and len(t.steps) >= 2:
+    elif kind == "dropped_step":
         i = rng.randrange(len(t.steps) - 1)
         dropped = t.steps.pop(i)
         for s in t.steps[i:]:
             s["inputs"] = [dropped["inputs"][0] if x == dropped["var"] else x for x in s["inputs"]]
         t.givens = {k: v for k, v in t.givens.items() if any(k in s["inputs"] for s in t.steps)}
-    elif program and len(t.steps) >= 2:  # wrong_final: answer with an earlier quantity
+    elif program:  # wrong_final: answer with an earlier quantity
         t.answer_var = rng.choice(t.steps[:-1])["var"]
     else:  # wrong_final: a slip in the last result
         last = t.steps[-1]["var"]
@@ -105,10 +109,15 @@ def _terms(t: Trace, step: dict, vals: dict[str, Fraction]) -> list[str]:
     return [fmt(vals[x]) if isinstance(x, str) else str(x) for x in step["inputs"]]
 
 
-def cot_lines(t: Trace) -> list[str]:
+def cot_lines(t: Trace, calculator: bool = False) -> list[str]:
+    """One claim per step with its arithmetic; `calculator` adds GSM8K's `<<expr=value>>` annotations, which
+    calculator-aided decoding (evaluate/calculator.py) fills in with the true value."""
     vals = t.values()
-    lines = [s["claim"].replace("{}", f"{render_expr(s['op'], _terms(t, s, vals))} = {fmt(vals[s['var']])}")
-             for s in t.steps]
+    lines = []
+    for s in t.steps:
+        expr, result = render_expr(s["op"], _terms(t, s, vals)), fmt(vals[s["var"]])
+        shown = f"{expr} = <<{expr.replace(' ', '')}={result}>>{result}" if calculator else f"{expr} = {result}"
+        lines.append(s["claim"].replace("{}", shown))
     return lines + [f"The answer is {fmt(vals[t.target])}."]
 
 
@@ -119,11 +128,15 @@ def pot_lines(t: Trace) -> list[str]:
 
 
 def eot_lines(t: Trace) -> list[str]:
-    lines = [f"% {' '.join(t.facts)}"] if t.facts else []
-    lines += [f"{var} = {fmt(v)}" for var, v in t.givens.items()]
+    """One `% sub-question` comment and one equation per step; the question's numbers are written inline.
+
+    Inlining keeps the system small: sympy solves it about ten times faster than with one unknown per fact,
+    which is what verifying tens of thousands of rationales costs.
+    """
+    lines = []
     for s in t.steps:
-        lines.append(f"% {s['ask']}")
-        lines.append(f"{s['var']} = {render_expr(s['op'], [str(x) for x in s['inputs']])}")
+        terms = [fmt(t.givens[x]) if x in t.givens else str(x) for x in s["inputs"]]
+        lines += [f"% {s['ask']}", f"{s['var']} = {render_expr(s['op'], terms)}"]
     return lines + [f"ans = {t.target}"]
 
 
@@ -140,36 +153,35 @@ STYLE_NAMES = ANSWER_STYLES + ("decomposer",)
 _PROGRAM_STYLES = {"pot", "eot", "kp_pot"}
 
 
-def render(t: Trace, style: str) -> str:
-    if style == "cot":
-        return " ".join(cot_lines(t))
+def render(t: Trace, style: str, calculator: bool = False) -> str:
+    if style in ("cot", "dss"):
+        return " ".join(cot_lines(t, calculator))
     if style == "pot":
         return "\n".join(pot_lines(t))
     if style == "eot":
         return "\n".join(eot_lines(t))
     if style == "kp_cot":
-        return key_points(t) + " " + " ".join(cot_lines(t))
+        return key_points(t) + " " + " ".join(cot_lines(t, calculator))
     if style == "kp_pot":
         return key_points(t) + "\n" + "\n".join(pot_lines(t))
     if style == "decomposer":
         return "\n".join(f"Q{i}: {q}" for i, q in enumerate(decomp_questions(t), 1))
     if style == "decomp":
-        qs, ans = decomp_questions(t), cot_lines(t)
+        qs, ans = decomp_questions(t), cot_lines(t, calculator)
         lines = [f"{tag}{i}: {text}" for i, (q, a) in enumerate(zip(qs, ans), 1) for tag, text in (("Q", q), ("A", a))]
         return "\n".join(lines + [ans[-1]])
-    if style == "dss":
-        return " ".join(cot_lines(t))
     raise ValueError(f"unknown style {style!r}; the symbolic teacher writes {', '.join(STYLE_NAMES)}")
 
 
 class SymbolicTeacher:
     """Offline teacher for synthetic problems: rationales in every style, harder/similar new problems."""
 
-    def __init__(self, error_rate: float = 0.0, seed: int = 0):
+    def __init__(self, error_rate: float = 0.0, seed: int = 0, calculator: bool = False):
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
         self.error_rate = error_rate
         self.seed = seed
+        self.calculator = calculator  # text styles carry `<<expr=value>>` annotations
 
     def _rng(self, *parts: object) -> random.Random:
         return random.Random("|".join(str(p) for p in (self.seed, *parts)))
@@ -192,7 +204,7 @@ class SymbolicTeacher:
 
     def rationale(self, problem: Problem, style: str, sample: int = 0) -> str:
         t, _ = self.trace(problem, style, sample)
-        return render(t, style)
+        return render(t, style, self.calculator)
 
     def new_problem(self, problem: Problem, kind: str = "harder", sample: int = 0) -> Problem:
         rng = self._rng(problem.id, kind, sample)

@@ -143,7 +143,7 @@ def load_params(run_dir: str | Path, step: int | None = None) -> tuple[T5Config,
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-            jax.eval_shape(init_params, config, jax.random.PRNGKey(0)))
+            jax.eval_shape(lambda key: init_params(config, key), jax.random.PRNGKey(0)))
         params = ckpt.restore_params(abstract, step)
     finally:
         ckpt.close()

@@ -162,7 +162,13 @@ def _evaluate(eval_fn, params, eval_set: list[dict]) -> float | None:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) the run in cfg.run_dir. SIGTERM from here on ends in a checkpoint, not a lost run."""
     maybe_initialize_distributed(cfg.distributed)
+    with _Preemption() as preemption:
+        return _train(cfg, preemption)
+
+
+def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
     from distill_jax.model.t5 import init_params
     from distill_jax.train.checkpoint import Checkpointer, model_meta
     from distill_jax.train.optim import make_optimizer
@@ -181,12 +187,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     tokenizer, tok_dir = _tokenizer(cfg, records)
     config = _model_config(cfg, tokenizer.vocab_size)
     train_recs, eval_recs = B.split_records(records, cfg.data)
-    train_ex, stats = B.tokenize(train_recs, tokenizer, cfg.data)
-    eval_ex, _ = B.tokenize(eval_recs, tokenizer, cfg.data)
+    train_enc = B.encode(train_recs, tokenizer)
+    buckets = (B.suggest_buckets(train_enc, cfg.data.auto_buckets) if cfg.data.auto_buckets
+               else list(cfg.data.buckets))
+    train_ex, stats = B.tokenize(train_recs, tokenizer, cfg.data, buckets, train_enc)
+    eval_ex, _ = B.tokenize(eval_recs, tokenizer, cfg.data, buckets)
     stats = {**stats, "train": B.token_stats(train_ex), "eval_examples": len(eval_ex)}
+    stats["buckets"] = buckets
+    log.info("data: %d train / %d eval examples; buckets %s hold %s", len(train_ex), len(eval_ex), buckets,
+             stats["per_bucket"])
     if stats["truncated"] or stats["dropped"]:
         log.warning("%d records truncated, %d dropped: longer than the largest bucket %s",
-                    stats["truncated"], stats["dropped"], max(cfg.data.buckets))
+                    stats["truncated"], stats["dropped"], buckets[-1])
 
     mesh = S.make_mesh(cfg.mesh)
     dp = S.data_parallel_size(mesh)
@@ -194,7 +206,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of data-parallel size {dp} x "
                           f"optim.grad_accum {cfg.optim.grad_accum}")
     batch_sh = S.batch_sharding(mesh)
-    data = B.BatchIterator(train_ex, cfg.data.buckets, cfg.batch_size, cfg.seed, batch_sh, tokenizer.pad_id)
+    data = B.BatchIterator(train_ex, buckets, cfg.batch_size, cfg.seed, batch_sh, tokenizer.pad_id)
     total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * data.steps_per_epoch)
     tx, schedule = make_optimizer(cfg.optim, total)
 
@@ -208,7 +220,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                         abstract, state_sh)
         state, position, _ = ckpt.restore(target)
-        data = B.BatchIterator(train_ex, cfg.data.buckets, cfg.batch_size, cfg.seed, batch_sh, tokenizer.pad_id,
+        data = B.BatchIterator(train_ex, buckets, cfg.batch_size, cfg.seed, batch_sh, tokenizer.pad_id,
                                epoch=position["epoch"], index=position["index"])
         log.info("resumed from %s at step %d", ckpt.directory, int(state.step))
     elif cfg.model.init == "scratch":
@@ -220,9 +232,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         params = jax.device_put(params, state_sh.params)
         state = jax.jit(lambda p: init_state(p, tx, cfg.seed), out_shardings=state_sh)(params)
 
+    log.info("state ready at step %d on mesh %s", int(jax.device_get(state.step)), dict(mesh.shape))
     step_fn = jit_train_step(config, tx, schedule, cfg.optim.grad_accum, state_sh, batch_sh)
     eval_fn = jit_eval_step(config, state_sh.params, batch_sh)
-    eval_set = B.eval_batches(eval_ex, cfg.data.buckets, cfg.batch_size, batch_sh, tokenizer.pad_id)
+    eval_set = B.eval_batches(eval_ex, buckets, cfg.batch_size, batch_sh, tokenizer.pad_id)
     tracker = Tracker(run, enabled=main)
     start = int(jax.device_get(state.step))
     last_ckpt = ckpt.latest_step()
@@ -231,17 +244,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     all_tokens, t_start = 0.0, time.perf_counter()
     progress, task = _progress(cfg.progress and main, total, start)
 
-    def save(step: int, with_eval: bool) -> None:
-        nonlocal last_ckpt, eval_loss
-        m = None
-        if with_eval and cfg.keep_best and eval_set:
-            eval_loss = _evaluate(eval_fn, state.params, eval_set)
-            m = {"eval_loss": eval_loss}
-        ckpt.save(state, data.position, meta, m)
+    def save(step: int, metrics: dict | None = None) -> None:
+        nonlocal last_ckpt
+        ckpt.save(state, data.position, meta, metrics if cfg.keep_best else None)
         last_ckpt = step
 
     try:
-        with _Preemption() as pre, progress:
+        with progress:
             step = start
             while step < total:
                 state, m = step_fn(state, next(data))
@@ -268,18 +277,22 @@ def train(cfg: TrainConfig) -> TrainResult:
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < total and eval_set:
                     eval_loss = _evaluate(eval_fn, state.params, eval_set)
                     tracker.log(step, {"eval_loss": eval_loss})
-                if pre.requested:
-                    save(step, with_eval=False)
+                if preemption.requested:
+                    save(step)
                     stopped = "preempted"
                     break
                 if step % cfg.checkpoint_every == 0 and step < total:
-                    save(step, with_eval=True)
+                    fresh = cfg.eval_every and step % cfg.eval_every == 0
+                    if cfg.keep_best and eval_set and not fresh:  # best-N ranks checkpoints by eval loss
+                        eval_loss = _evaluate(eval_fn, state.params, eval_set)
+                        tracker.log(step, {"eval_loss": eval_loss})
+                    save(step, {"eval_loss": eval_loss} if eval_loss is not None else None)
             else:
                 if eval_set:
                     eval_loss = _evaluate(eval_fn, state.params, eval_set)
                     tracker.log(step, {"eval_loss": eval_loss})
                 if last_ckpt != step:
-                    save(step, with_eval=True)
+                    save(step, {"eval_loss": eval_loss} if eval_loss is not None else None)
     finally:
         ckpt.close()
         tracker.close()

@@ -1,0 +1,232 @@
+"""Training throughput: our jitted, bucketed, data-parallel T5 step vs HF PyTorch T5 with its usual setup.
+
+The same model (one HF T5 saved to disk, loaded by both sides), the same real data (GSM8K train: question
+-> the human solution as a CoT target, calculator annotations removed), the same tokenizer (a
+SentencePiece vocab trained on those texts), batch 32, AdamW. Each side runs in its own subprocess (so its
+peak RSS is its own) one after the other (so they do not compete for the cores):
+  ours: 2 virtual CPU devices, data parallel, 4 fixed-shape length buckets fitted to the data
+        (`data.auto_buckets: 4`; each compiled once, compile time reported apart), the production train_step;
+  HF:   T5ForConditionalGeneration, dynamic padding to the longest row per batch, torch.optim.AdamW,
+        torch threads = cores.
+Throughput = non-padding target tokens per second over the measured steps (after warm-up steps).
+
+  .venv/bin/python benchmarks/train.py [--steps 12] [--write-docs]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH = 32
+MODEL = {"d_model": 256, "d_kv": 64, "num_heads": 4, "d_ff": 1024, "num_layers": 4}  # FACTS.md's reference size
+VOCAB = 1000
+N_BUCKETS = 4
+
+
+def _cot_target(solution: str) -> str:
+    body, answer = solution.rsplit("####", 1)
+    body = re.sub(r"<<[^>]*>>", "", body).strip()
+    return f"{body}\nThe answer is {answer.strip()}."
+
+
+def prepare(work: Path, n: int, data_dir: str | None = None) -> dict:
+    """Tokenised (input, target) id lists and the HF model dir, written under `work`."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from distill_jax.data.problems import load_problems
+    from distill_jax.model.tokenizer import train_tokenizer
+    from distill_jax.reasoning.styles import student_input
+
+    problems = load_problems("gsm8k_train", data_dir)[:n]
+    inputs = [student_input(p.question, "cot") for p in problems]
+    targets = [_cot_target(p.extra["solution"]) for p in problems]
+    tok = train_tokenizer(inputs + targets, work / "tokenizer", VOCAB)
+    data = {"inputs": tok.encode_batch(inputs), "targets": tok.encode_batch(targets), "pad_id": tok.pad_id}
+    (work / "data.json").write_text(json.dumps(data))
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=tok.vocab_size, num_decoder_layers=MODEL["num_layers"], dropout_rate=0.0,
+                      feed_forward_proj="relu", tie_word_embeddings=True, decoder_start_token_id=0, **MODEL)
+    T5ForConditionalGeneration(config).save_pretrained(work / "hf")
+    return data
+
+
+def run_ours(work: Path, steps: int, warmup: int) -> dict:
+    import jax
+    import numpy as np
+
+    from distill_jax.model.hf import load_hf
+    from distill_jax.train import batches as B
+    from distill_jax.train import sharding as S
+    from distill_jax.train.optim import OptimConfig, make_optimizer
+    from distill_jax.train.state import init_state, state_shardings
+    from distill_jax.train.step import jit_train_step
+
+    data = json.loads((work / "data.json").read_text())
+    encoded = list(zip(data["inputs"], data["targets"]))
+    buckets = B.suggest_buckets(encoded, N_BUCKETS)  # what `data.auto_buckets: 4` does in a train config
+    records = [{"style": "cot", "meta": {}}] * len(encoded)
+    examples, _ = B.tokenize(records, None, B.DataConfig(), buckets, encoded)
+    config, params = load_hf(work / "hf")
+    mesh = S.make_mesh(S.MeshConfig(data=-1))
+    tx, schedule = make_optimizer(OptimConfig(name="adamw", learning_rate=1e-3, schedule="constant",
+                                              clip_norm=None, no_decay=""), steps)
+    abstract = jax.eval_shape(lambda p: init_state(p, tx, 0), params)
+    shardings = state_shardings(mesh, abstract)
+    state = jax.jit(lambda p: init_state(p, tx, 0), out_shardings=shardings)(params)
+    batch_sh = S.batch_sharding(mesh)
+    step = jit_train_step(config, tx, schedule, 1, shardings, batch_sh)
+    t0 = time.perf_counter()
+    for b, shape in enumerate(buckets):  # compile each bucket shape once, outside the measurement
+        rows = np.array([i for i, e in enumerate(examples) if e.bucket == b][:BATCH])
+        rows = np.pad(rows, (0, BATCH - len(rows)), constant_values=-1)
+        state, m = step(state, B.to_global(B.build_rows(examples, rows, shape, data["pad_id"]), batch_sh, BATCH))
+        jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    it = B.BatchIterator(examples, buckets, BATCH, seed=0, sharding=batch_sh, pad_id=data["pad_id"])
+    for _ in range(warmup):
+        state, m = step(state, next(it))
+    jax.block_until_ready(m)
+    tokens, t0 = 0.0, time.perf_counter()
+    for _ in range(steps):
+        state, m = step(state, next(it))
+        tokens += float(m["tokens"])  # also syncs, as a training loop that logs every step does
+    wall = time.perf_counter() - t0
+    return {"tokens": tokens, "seconds": wall, "compile_s": compile_s, "devices": len(jax.devices()),
+            "buckets": buckets, "loss": float(m["loss"])}
+
+
+def run_hf(work: Path, steps: int, warmup: int) -> dict:
+    import numpy as np
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = json.loads((work / "data.json").read_text())
+    model = T5ForConditionalGeneration.from_pretrained(work / "hf")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    order = np.random.default_rng(0).permutation(len(data["inputs"]))
+    pad = data["pad_id"]
+
+    def batch(k: int) -> dict:
+        rows = order[(k * BATCH) % len(order):][:BATCH]
+        li = max(len(data["inputs"][r]) for r in rows)
+        lt = max(len(data["targets"][r]) for r in rows)
+        ids = torch.full((len(rows), li), pad, dtype=torch.long)
+        labels = torch.full((len(rows), lt), -100, dtype=torch.long)
+        for j, r in enumerate(rows):
+            ids[j, :len(data["inputs"][r])] = torch.tensor(data["inputs"][r])
+            labels[j, :len(data["targets"][r])] = torch.tensor(data["targets"][r])
+        return {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": labels}
+
+    def train_step(b: dict) -> float:
+        loss = model(**b).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for k in range(warmup):
+        train_step(batch(k))
+    tokens, t0 = 0, time.perf_counter()
+    for k in range(warmup, warmup + steps):
+        b = batch(k)
+        loss = train_step(b)
+        tokens += int((b["labels"] != -100).sum())
+    return {"tokens": tokens, "seconds": time.perf_counter() - t0, "compile_s": 0.0,
+            "threads": torch.get_num_threads(), "loss": loss}
+
+
+def _child(side: str, work: Path, steps: int, warmup: int) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    if side == "ours":
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
+    out = subprocess.run([sys.executable, __file__, "--child", side, "--work", str(work), "--steps", str(steps),
+                          "--warmup", str(warmup)], env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"{side} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_docs(section: str) -> None:
+    path = REPO / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"  # re-read right before writing: shared file
+    begin, end = "<!-- train:begin -->", "<!-- train:end -->"
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--problems", type=int, default=2048)
+    ap.add_argument("--data-dir", default=os.environ.get("DISTILL_JAX_DATA", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--child", choices=["ours", "hf"])
+    ap.add_argument("--work")
+    args = ap.parse_args()
+    if args.child:
+        res = (run_ours if args.child == "ours" else run_hf)(Path(args.work), args.steps, args.warmup)
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(res))
+        return
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = prepare(work, args.problems, args.data_dir)
+        results = {side: _child(side, work, args.steps, args.warmup) for side in ("ours", "hf")}
+    tps = {k: r["tokens"] / r["seconds"] for k, r in results.items()}
+    mean_tgt = sum(len(t) for t in data["targets"]) / len(data["targets"])
+    cmd = "XLA_FLAGS= .venv/bin/python benchmarks/train.py " + " ".join(
+        f"--{k} {v}" for k, v in (("steps", args.steps), ("warmup", args.warmup), ("problems", args.problems))) \
+        + " --write-docs"
+    o, h = results["ours"], results["hf"]
+    section = "\n".join([
+        "## Training throughput (ours vs HF PyTorch)",
+        "",
+        f"T5 d_model {MODEL['d_model']}, {MODEL['num_layers']}+{MODEL['num_layers']} layers, {MODEL['num_heads']} "
+        f"heads, d_ff {MODEL['d_ff']}, vocab {VOCAB} (a SentencePiece vocab trained on the texts), fp32, the same "
+        f"initial weights on both sides; {args.problems} GSM8K train problems, input `[cot] question`, target the "
+        f"human solution (annotations removed; {mean_tgt:.0f} target tokens on average); batch {BATCH}, AdamW lr "
+        f"1e-3; {args.steps} measured steps after {args.warmup} warm-up steps; each side in its own process, one "
+        "after the other.",
+        "",
+        "| | setup | target tokens/s | s/step | compile (s) | peak RSS (MB) | loss at end |",
+        "|---|---|---|---|---|---|---|",
+        f"| ours | {o['devices']} virtual CPU devices, data parallel, buckets {o['buckets']} | {tps['ours']:,.0f} | "
+        f"{o['seconds'] / args.steps:.2f} | {o['compile_s']:.1f} | {o['peak_rss_mb']:,.0f} | {o['loss']:.3f} |",
+        f"| HF transformers | eager PyTorch, {h['threads']} threads, dynamic padding per batch | {tps['hf']:,.0f} | "
+        f"{h['seconds'] / args.steps:.2f} | - | {h['peak_rss_mb']:,.0f} | {h['loss']:.3f} |",
+        "",
+        f"Speed-up: **{tps['ours'] / tps['hf']:.2f}x** target tokens/s (goal >= 1.3x on 2 cores). "
+        "The losses differ because the two sides see the batches in different orders.",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Machine: nproc {os.cpu_count()}, {platform.processor() or platform.machine()}, Python "
+        f"{platform.python_version()}; load average at start {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} "
+        "(a shared machine)  ",
+        f"Date: {time.strftime('%Y-%m-%d')}",
+    ])
+    print(section)
+    if args.write_docs:
+        write_docs(section)
+
+
+if __name__ == "__main__":
+    main()

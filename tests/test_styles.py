@@ -1,0 +1,95 @@
+"""Style registry: answers per style, program extraction, student inputs (distill_jax/reasoning/styles.py)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from distill_jax.reasoning.answers import answers_match
+from distill_jax.reasoning.styles import STYLES, extract_program, get_style, student_input
+
+FIXTURES = Path(__file__).parent / "fixtures" / "teacher_outputs"
+
+
+def test_registry_and_student_input():
+    assert {"cot", "pot", "eot", "kp_cot", "kp_pot", "decomp", "dss"} <= set(STYLES)
+    assert student_input("  How many apples? ", "pot") == "[pot] How many apples?"
+    assert student_input("Q", "dss") == "[dss] Q"
+    assert student_input("Q", "dss", task="rationale") == "[dss:rationale] Q"
+    with pytest.raises(KeyError, match="unknown style 'poem'"):
+        get_style("poem")
+    with pytest.raises(ValueError):
+        student_input("Q", "cot", task="rationale")
+
+
+def test_text_styles():
+    assert get_style("cot").answer("3 + 4 = 7. The answer is 7.").answer == "7"
+    assert get_style("cot").answer("No idea.").error == "no number"
+    assert get_style("dss").answer("The answer is 1,200.").answer == "1200"
+    assert get_style("dss").answer("45").answer == "45"
+    decomp = get_style("decomp")
+    text = "Q1: How many pens in 3 packs?\nA1: 3 * 12 = 36.\nQ2: How many are left after 10?\nA2: 36 - 10 = 26."
+    assert decomp.answer(text).answer == "26"
+    assert decomp.answer(text + "\nThe answer is 26.").answer == "26"
+    assert decomp.answer("Q1: What is asked?").error == "no sub-answer"
+
+
+def test_knowledge_prompt_styles():
+    kp = ("Core question: How much does she spend?\nKey information: 3 books at $12; a $5 bookmark.\n"
+          "Solution: 3 * 12 = 36 and 36 + 5 = 41. The answer is 41.")
+    assert get_style("kp_cot").answer(kp).answer == "41"
+    one_line = "Core question: total? Key information: 2 and 3. Solution: 2 + 3 = 5. The answer is 5."
+    assert get_style("kp_cot").answer(one_line).answer == "5"
+    assert get_style("kp_cot").answer("The answer is 5.").error == "no Solution: section"
+    program = ("**Core question:** How many left?\n**Key information:** 20 cakes, 7 eaten.\n"
+               "**Solution:**\n```python\ncakes = 20\neaten = 7\nans = cakes - eaten\n```")
+    results = get_style("kp_pot").answers([program, "Solution: ans = 2 ** 5", "Core question: x"], workers=1)
+    assert [r.answer for r in results] == ["13", "32", None]
+    assert results[2].error == "no Solution: section"
+
+
+def test_extract_program_strips_fences_and_chatter():
+    assert extract_program("Here you go:\n```python\nx = 1\nans = x\n```\nDone.") == "x = 1\nans = x\n"
+    bare = "Sure! Here is the program:\nx = 4\nans = x * 2\nThe answer is 8."
+    assert extract_program(bare) == "x = 4\nans = x * 2\n"
+    assert extract_program("ans = 3\n") == "ans = 3\n"
+
+
+def test_pot_errors_are_reasons():
+    results = get_style("pot").answers(["import os\nans = 1", "ans = 1 / 0", "x = 3", "print('hi')"], workers=1)
+    assert [r.answer for r in results] == [None] * 4
+    assert "forbidden" in results[0].error and "ZeroDivisionError" in results[1].error
+    assert results[2].error == "no ans" and results[3].error == "no ans"
+
+
+def test_eot_style():
+    results = get_style("eot").answers(["```\n% cost\nx = 3\nans = 4x\n```", "ans = y"], workers=1)
+    assert results[0].answer == "12" and results[1].error == "underdetermined"
+
+
+def _trusted_exec(code: str) -> Fraction:
+    """The fixture program's value by plain exec in this process: `ans`, else `solution()`, else last print."""
+    namespace: dict = {"__name__": "__main__"}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, namespace)  # noqa: S102 - our own fixture programs
+        value = namespace["ans"] if "ans" in namespace else namespace["solution"]() if "solution" in namespace else None
+    if value is None:
+        value = re.findall(r"-?\d+(?:\.\d+)?", out.getvalue())[-1]
+    return Fraction(str(value)) if isinstance(value, (float, str)) else Fraction(value)
+
+
+def test_pot_fixture_agreement():
+    rows = [json.loads(line) for line in (FIXTURES / "pot.jsonl").read_text().splitlines()]
+    assert len(rows) >= 100
+    results = get_style("pot").answers([r["text"] for r in rows], timeout_s=5.0)
+    agree = 0
+    for row, result in zip(rows, results):
+        expected = _trusted_exec(row["code"])
+        agree += result.answer is not None and answers_match(result.answer, str(float(expected)))
+    assert agree / len(rows) >= 0.99, [(r["id"], res) for r, res in zip(rows, results) if res.answer is None]

@@ -1,0 +1,237 @@
+"""`train(cfg)` end to end on a tiny student: resume (in process and after SIGTERM), two processes, NaN stop,
+checkpoint loading, and config errors before any compile.
+
+All runs here share one configuration up to run_dir / steps, so the compiled step is the same program:
+a persistent compilation cache (set for this module, passed to the subprocesses) compiles it once.
+The schedule is constant after a one-step warmup, so a run with steps=6 does exactly the first 6 steps of
+a run with steps=12 (with a decaying schedule the total length is part of the math).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import yaml
+from helpers_train import train_config_dict, write_rationales
+
+from distill_jax import cli
+from distill_jax.config import ConfigError, from_dict
+from distill_jax.train import sharding as S
+from distill_jax.train.checkpoint import Checkpointer, CheckpointError, load_params
+from distill_jax.train.config import TrainConfig
+from distill_jax.train.loop import TrainingDiverged, train
+from distill_jax.train.optim import make_optimizer
+from distill_jax.train.state import init_state, state_shardings
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 12
+COMMON = {"steps": STEPS, "checkpoint_every": 4, "eval_every": 4,
+          "optim": {"schedule": "constant", "warmup_steps": 1}}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_loop")
+    cache = root / "jax_cache"
+    old = {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    rationales = write_rationales(root / "runs" / "r" / "rationales" / "0" / "mixed.jsonl", 60)
+    yield {"root": root, "rationales": rationales, "cache": cache}
+    for k, v in old.items():
+        jax.config.update(k, v)
+
+
+def _cfg_dict(env, name: str, tokenizer: Path | None, **top) -> dict:
+    d = train_config_dict(env["root"] / name, env["rationales"], tokenizer or Path("unused"), **{**COMMON, **top})
+    if tokenizer is None:  # train a vocab from the rationales into RUN/tokenizer
+        d["model"].pop("tokenizer")
+        d["model"]["tokenizer_vocab_size"] = 200
+    return d
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def _assert_same_params(a, b, rtol=0.0):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=0 if rtol == 0 else 1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference(env):
+    """12 steps in one go, tokenizer trained from the rationale texts."""
+    cfg = from_dict(TrainConfig, _cfg_dict(env, "ref", None))
+    result = train(cfg)
+    run = Path(cfg.run_dir)
+    return {"result": result, "run": run, "tokenizer": run / "tokenizer", "losses": _losses(run),
+            "params": load_params(run)[1]}
+
+
+def test_reference_run_layout(reference):
+    result, run = reference["result"], reference["run"]
+    assert result.stopped == "done" and result.step == STEPS and result.last_checkpoint == STEPS
+    assert sorted(int(p.name) for p in (run / "ckpt").iterdir() if p.name.isdigit()) == [4, 8, 12]
+    assert set(reference["losses"]) == set(range(1, STEPS + 1))
+    assert reference["losses"][STEPS] < reference["losses"][2]
+    assert result.eval_loss is not None and np.isfinite(result.eval_loss)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["config"]["steps"] == STEPS and "jax" in saved["versions"]
+    config, params, tok = load_params(run)
+    assert Path(tok) == run / "tokenizer" and config.d_model == 32
+    assert result.data_stats["truncated"] == 0 and result.data_stats["eval_examples"] > 0
+
+
+def test_stop_and_resume_sees_the_same_batches(env, reference):
+    half = from_dict(TrainConfig, _cfg_dict(env, "resume", reference["tokenizer"], steps=STEPS // 2))
+    assert train(half).step == STEPS // 2
+    full = from_dict(TrainConfig, _cfg_dict(env, "resume", reference["tokenizer"]))
+    result = train(full)
+    assert result.step == STEPS
+    run = Path(full.run_dir)
+    assert _losses(run) == reference["losses"]  # identical batches and identical math, step for step
+    _assert_same_params(load_params(run)[1], reference["params"])
+
+
+def test_sigterm_checkpoints_and_resumes(env, reference):
+    cfg = _cfg_dict(env, "preempted", reference["tokenizer"])
+    run = Path(cfg["run_dir"])
+    cfg_file = env["root"] / "preempted.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    proc_env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(env["cache"]),
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "distill_jax.cli", "train", "--config", str(cfg_file)],
+                            env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the handler is installed before config.yaml is written; the first step is seconds of setup later
+    deadline = time.time() + 120
+    while not (run / "config.yaml").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    assert "preempted at step" in out, out
+    stopped = Checkpointer(run, read_only=True).latest_step()
+    assert stopped is not None and 1 <= stopped < STEPS
+    result = train(from_dict(TrainConfig, cfg))
+    assert result.step == STEPS and result.stopped == "done"
+    assert _losses(run) == reference["losses"]
+    _assert_same_params(load_params(run)[1], reference["params"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(env, reference):
+    """2 processes x 4 CPU devices (jax.distributed on 127.0.0.1) = the reference's 8-device data mesh."""
+    cfg = _cfg_dict(env, "multi", reference["tokenizer"])
+    cfg_file = env["root"] / "multi.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        proc_env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+                    "DISTILL_JAX_COORDINATOR": f"127.0.0.1:{port}", "DISTILL_JAX_NUM_PROCESSES": "2",
+                    "DISTILL_JAX_PROCESS_ID": str(pid), "JAX_COMPILATION_CACHE_DIR": str(env["cache"]),
+                    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONPATH": str(REPO)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distill_jax.cli", "train", "--config", str(cfg_file)],
+            env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(outs)
+    run = Path(cfg["run_dir"])
+    losses = _losses(run)  # process 0 writes the metrics
+    np.testing.assert_allclose([losses[s] for s in range(1, STEPS + 1)],
+                               [reference["losses"][s] for s in range(1, STEPS + 1)], rtol=1e-5)
+    _assert_same_params(load_params(run)[1], reference["params"], rtol=1e-5)
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(env, reference):
+    run = env["root"] / "nan"
+    shutil.copytree(reference["run"], run)
+    # an infinite example weight (same compiled program: weights are data) turns the loss into NaN
+    cfg = _cfg_dict(env, "nan", reference["tokenizer"], steps=STEPS + 4,
+                    data={"style_weights": {"cot": float("inf")}})
+    with pytest.raises(TrainingDiverged, match=rf"at step {STEPS + 1}.*Last good checkpoint: .*ckpt/{STEPS}"):
+        train(from_dict(TrainConfig, cfg))
+    assert Checkpointer(run, read_only=True).all_steps() == [4, 8, 12]
+    rows = (run / "logs" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(rows[-1])["diverged"] == 1.0
+
+
+def test_load_params_errors_and_restore_into_another_mesh(env, reference, tmp_path):
+    run = reference["run"]
+    with pytest.raises(CheckpointError, match="run dir not found"):
+        load_params(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match=r"no checkpoint for step 5 \(available: \[4, 8, 12\]\)"):
+        load_params(run, step=5)
+    config, params_8, _ = load_params(run, step=8)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params_8),
+                                                        jax.tree_util.tree_leaves(reference["params"])))
+    # a checkpoint written on the 8-way data mesh restored into an FSDP x tensor layout
+    cfg = from_dict(TrainConfig, _cfg_dict(env, "ref", reference["tokenizer"]))
+    mesh = S.make_mesh(S.MeshConfig(data=1, fsdp=4, tensor=2))
+    tx, _ = make_optimizer(cfg.optim, STEPS)
+    from distill_jax.model.t5 import init_params
+
+    abstract = jax.eval_shape(lambda k: init_state(init_params(config, k), tx, 0), jax.random.PRNGKey(0))
+    shardings = state_shardings(mesh, abstract)
+    target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    state, position, meta = Checkpointer(run, read_only=True).restore(target)
+    assert state.params["shared"]["embedding"].sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+    assert int(state.step) == STEPS and position["step"] == STEPS and meta["tokenizer_dir"] == "tokenizer"
+    _assert_same_params(jax.device_get(state.params), reference["params"])
+    # a corrupted checkpoint is named in the error
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    for f in (broken / "ckpt" / "12" / "params").rglob("*"):
+        if f.is_file() and "metadata" not in f.name:
+            f.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"ckpt/12: checkpoint cannot be read"):
+        load_params(broken)
+
+
+def test_bad_config_fails_before_any_compile(env, reference, tmp_path):
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    tok = reference["tokenizer"]
+    try:
+        cases = [
+            ({"data": {"rationales": [str(tmp_path / "nope.jsonl")]}}, "matches no JSONL file"),
+            ({"model": {"init": str(tmp_path / "no_model")}}, "neither 'scratch' nor a Hugging Face model dir"),
+            ({"model": {"tokenizer": str(tmp_path / "no_tok")}}, "model.tokenizer: directory not found"),
+            ({"mesh": {"data": 3}}, "uses 3 devices but 8"),
+            ({"batch_size": 12}, "multiple of data-parallel size 8"),
+            ({"model": {"overrides": {"d_modle": 8}}}, "unknown T5Config field"),
+            ({"model": {"preset": "t5-huge"}}, "model preset 't5-huge' is unknown"),
+        ]
+        for top, message in cases:
+            d = _cfg_dict(env, "bad", tok, **top)
+            with pytest.raises(ConfigError, match=message):
+                train(from_dict(TrainConfig, d))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    # through the CLI: exit code 2 and the message
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_cfg_dict(env, "bad", tok, optim={"learning_rate": -1.0})))
+    assert cli.main(["train", "--config", str(bad)]) == 2
