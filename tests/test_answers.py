@@ -38,6 +38,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "teacher_outputs"
     ("The final answer is $\\boxed{1{,}250}$. I hope it is correct.", "1250"),
     ("\\boxed{1\\,250 \\text{ dollars}}", "1250"),
     ("She has 10-3=7 left.", "7"),
+    ("It is 8 10/2", "5"),  # improper: not a mixed number
     ("It takes 3-4 days, so 5 hours.", "5"),
 ])
 def test_extraction_patterns(text, expected):
@@ -109,5 +110,4 @@ def test_gold_answers_of_the_shared_data_are_canonical(data_dir):
     for name in ("gsm8k/test.jsonl", "addsub/test.jsonl", "singleeq/test.jsonl"):
         for line in (data_dir / name).read_text().splitlines():
             gold = json.loads(line)["answer"]
-            assert answers_match(normalize_number(gold), gold)
-            assert normalize_number(gold) == gold or len(gold.split(".")[-1]) > 15
+            assert normalize_number(gold) == gold

@@ -25,6 +25,7 @@ CASES = [
     ("cost = 0.1 + 0.2\nans = cost", "0.3", None),  # decimals are exact
     ("speed = 160 / 2  % km per hour\nans = speed * 3", "240", None),
     ("ans = 10 / 3", "3.333333333333333", None),
+    ("# hours worked\nh = 6  # per day\nans = 5h", "30", None),
     ("side^2 = 49\nans = side", "7", None),  # the unique positive root (documented)
     ("x^2 = 2\nans = x", "1.414213562373095", None),
     ("```\nx = 4\nans = 2 × x − 1\n```", "7", None),
@@ -86,5 +87,5 @@ def test_eot_fixture_agreement():
 def test_solve_many_empty_and_progress():
     assert solve_many([]) == []
     seen = []
-    solve_many(["ans = 1", "ans = 2"], workers=1, progress=lambda done, total: seen.append((done, total)))
+    solve_many(["ans = 1", "ans = 2"], workers=2, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 2), (2, 2)]

@@ -14,8 +14,9 @@ import pytest
 import torch
 from flax import traverse_util
 from helpers_hf import FAMILIES, make_tiny_hf_t5
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 from transformers import GenerationConfig, T5ForConditionalGeneration
+from transformers import T5Config as HFT5Config
 
 from distill_jax.cli import main as cli_main
 from distill_jax.config import ConfigError
@@ -104,6 +105,30 @@ def test_bf16_checkpoint_loads_as_float32(hf_model, tmp_path):
         np.testing.assert_array_equal(a[name], b[name].astype(ml_dtypes.bfloat16).astype(np.float32), err_msg=name)
 
 
+def test_untied_config_without_lm_head_uses_the_embedding(tmp_path):
+    """transformers 5.x leaves lm_head.weight out of a v1.1 file when it equals shared.weight."""
+    config = HFT5Config(vocab_size=50, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4,
+                        feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "hf")
+    assert "lm_head.weight" not in load_file(str(tmp_path / "hf" / "model.safetensors"))
+    ours, params = load_hf(tmp_path / "hf")
+    assert not ours.tie_word_embeddings
+    np.testing.assert_array_equal(params["lm_head"]["kernel"], params["shared"]["embedding"].T)
+
+
+def test_tied_config_with_a_different_lm_head_is_refused(tmp_path):
+    hf_dir, _ = make_tiny_hf_t5(tmp_path, "v1_0")
+    weights = str(hf_dir / "model.safetensors")
+    tensors = load_file(weights)
+    tensors["lm_head.weight"] = tensors["shared.weight"].copy()
+    save_file(tensors, weights)
+    load_hf(hf_dir)  # an identical copy of the tied head (older checkpoints) is fine
+    tensors["lm_head.weight"] += 1
+    save_file(tensors, weights)
+    with pytest.raises(ConfigError, match="lm_head.weight differs from shared.weight"):
+        load_hf(hf_dir)
+
+
 def test_pytorch_bin_with_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -125,8 +150,6 @@ def test_bad_directories_name_the_problem(hf_model, tmp_path):
     tensors = load_file(str(broken / "model.safetensors"))
     del tensors["encoder.block.1.layer.1.layer_norm.weight"]
     tensors["encoder.final_layer_norm.weight"] = tensors["encoder.final_layer_norm.weight"][:-1]
-    from safetensors.numpy import save_file
-
     save_file(tensors, str(broken / "model.safetensors"))
     with pytest.raises(ConfigError, match="encoder.final_layer_norm.weight' has shape"):
         load_hf(broken)

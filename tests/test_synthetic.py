@@ -128,3 +128,9 @@ def test_synth_cli_same_seed_same_bytes(tmp_path, capsys):
     loaded = load_problems(str(a))
     assert len(loaded) == 200 and {p.extra["steps"] for p in loaded} == {2, 3, 4}
     assert cli_main(["synth", "--n", "5", "--min-steps", "3", "--max-steps", "1", "--out", str(a)]) == 2
+
+
+def test_every_step_changes_the_value(problems):
+    for p in problems:
+        values = [n["value"] for n in p.extra["graph"] if n["op"] != "given"]
+        assert all(a != b for a, b in zip(values, values[1:])), p.id

@@ -198,6 +198,16 @@ def test_llm_decomposition_plans_then_solves(tmp_path, server, secret_env):
     assert first["teacher"]["usage"]["prompt_tokens"] > 0
 
 
+def test_batch_api_sends_one_batch_per_style_and_reruns_from_cache(tmp_path, server, secret_env):
+    doc = _llm_cfg(tmp_path, server.url, batch_api=True, batch_poll_s=0.02)
+    doc["styles"] = ["pot"]
+    summary = teach(_load(doc))
+    kept, rejected = _files(tmp_path / "run", 0, "pot")
+    assert len(kept) + len(rejected) == 30 and server.stats()["batches_created"] == 1
+    assert summary.usage["results_ok"] == 30
+    assert teach(_load(doc)).usage["cached_hits"] == 30 and server.stats()["batches_created"] == 1
+
+
 def _cli(cfg_path: Path, *extra: str, env_key: str | None = SECRET) -> list[str]:
     return [sys.executable, "-m", "distill_jax.cli", "teach", "--config", str(cfg_path), "--no-progress", *extra]
 
@@ -280,7 +290,7 @@ def test_dry_run_prints_the_estimate_and_sends_nothing(tmp_path, server, secret_
     out = capsys.readouterr().out
     assert "dry run" in out and "decomp" in out and "total" in out
     assert server.stats()["requests"] == 0
-    assert not (tmp_path / "run" / "rationales").exists()
+    assert not (tmp_path / "run").exists()  # a dry run leaves nothing behind
 
 
 def fdd_reply(body: dict, index: int) -> str:

@@ -51,7 +51,7 @@ def test_verify_pot_and_eot_in_chunks(tmp_path):
     src, out = tmp_path / "eot.jsonl", tmp_path / "eot_out.jsonl"
     _write(src, [{"id": "e1", "rationale": "% two apples\n2x = 4\nans = x + 1", "answer": 3},
                  {"id": "e2", "rationale": "ans = y + 1", "answer": "3"}])
-    assert main(["verify", "--style", "eot", "--input", str(src), "--output", str(out), "--workers", "1"]) == 0
+    assert main(["verify", "--style", "eot", "--input", str(src), "--output", str(out)]) == 0
     got = _read(out)
     assert got[0]["prediction"] == "3" and got[0]["correct"] is True
     assert got[1]["error"] == "underdetermined" and got[1]["correct"] is False
@@ -72,3 +72,13 @@ def test_bad_rows_name_the_line_and_nothing_is_written(tmp_path, capsys):
     assert main(["verify", "--style", "cot", "--input", str(tmp_path / "missing.jsonl"), "--output", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["verify", "--style", "cot", "--input", str(src), "--output", str(out), "--timeout", "0"]) == 2
+
+
+def test_reasoning_imports_no_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys, distill_jax.reasoning.verify, distill_jax.reasoning.equations, "
+            "distill_jax.reasoning.styles, distill_jax.reasoning.answers; "
+            "sys.exit(int(any(m == 'jax' or m.startswith(('jax.', 'flax')) for m in sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

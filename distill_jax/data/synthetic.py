@@ -8,24 +8,34 @@ moves, redrawn with new people, objects, numbers and templates).
 
 Numbers are drawn so that every intermediate is a whole number in [1, MAX_VALUE]; a draw that breaks this is
 redrawn (deterministically: all randomness comes from one `random.Random`).
+
+Row keys besides id/question/answer/source ("synthetic"): `graph` (nodes, see synthetic_graph.py), `target`
+(the asked node's var), `steps` (computed nodes), `has_distractor`, `distractor` (start|end|null), `split`,
+`plan` (move names), `variants` (the op-deciding choices), `story` (sentences before the question), `final`
+(the asked quantity, to continue the story), `people`, `objects`, and `parent` for harder/similar problems.
 """
 from __future__ import annotations
 
 import json
 import random
 from dataclasses import replace
+from typing import Callable
 
 from distill_jax.data.problems import Problem
 from distill_jax.data.synthetic_graph import Builder, Retry
-from distill_jax.data.synthetic_moves import CONTINUE_MOVES, DISTRACTORS, MOVES, START_MOVES
+from distill_jax.data.synthetic_moves import CONTINUE_MOVES, MOVES, START_MOVES, add_distractor
 
 SOURCE = "synthetic"
 _MAX_TRIES = 500
 
 
 def generate(n: int, seed: int, min_steps: int = 1, max_steps: int = 3, distractor_rate: float = 0.0,
-             split: str = "all", progress=None) -> list[Problem]:
-    """`n` problems with min_steps..max_steps computed steps; the same arguments give the same problems."""
+             split: str = "all", progress: Callable[[int], None] | None = None) -> list[Problem]:
+    """`n` problems with min_steps..max_steps computed steps; the same arguments give the same problems.
+
+    `distractor_rate` is the share of problems with one fact the question does not need; `split` is the tag
+    written into every row; `progress(i)` is called after each problem.
+    """
     if not 1 <= min_steps <= max_steps:
         raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}..{max_steps}")
     if not 0.0 <= distractor_rate <= 1.0:
@@ -49,7 +59,7 @@ def _realise(rng: random.Random, pid: str, *, steps: int, plan: list[str] | None
         try:
             moves = _play(b, steps, plan)
             if distractor:
-                DISTRACTORS(b, at_start=distractor == "start")
+                add_distractor(b, at_start=distractor == "start")
         except Retry:
             continue
         return _problem(b, pid, moves, distractor, split)

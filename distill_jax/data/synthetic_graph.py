@@ -222,6 +222,10 @@ class Builder:
         value = apply_op(op, [vals[x] if isinstance(x, str) else Fraction(x) for x in inputs])
         if value.denominator != 1 or not 1 <= value <= MAX_VALUE:
             raise Retry
+        # Every step changes the value: otherwise a rationale (or decomposition) that stops one step early
+        # would still reach the right number.
+        if self.current is not None and value == self.current.value:
+            raise Retry
         q.value = int(value)
         q.var = self.var(base or f"{q.subj.name} {'money' if q.money else q.noun}{q.suffix}")
         self.nodes.append({"var": q.var, "op": op, "inputs": list(inputs), "value": str(q.value),

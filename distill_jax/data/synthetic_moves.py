@@ -27,6 +27,12 @@ def _num(b: Builder, lo: int = 2, hi: int = 99) -> int:
     return b.rng.randint(lo, hi)
 
 
+def _price(b: Builder, price: tuple[int, int]) -> int:
+    # At least $2: a step that leaves the value unchanged (12 things at $1 = $12) makes a sub-question's
+    # answer equal the next one's, so a decomposition that stops early would still look right.
+    return b.rng.randint(max(2, price[0]), max(2, price[1]))
+
+
 # ------------------------------------------------------------------------------------------ start moves
 def start_groups(b: Builder, _q) -> Quantity:
     o, s = b.obj(), b.person()
@@ -44,7 +50,7 @@ def start_groups(b: Builder, _q) -> Quantity:
 
 def start_price(b: Builder, _q) -> Quantity:
     o, s = b.obj(), b.person()
-    a, p = _num(b, 2, 15), _num(b, *o.price)
+    a, p = _num(b, 2, 15), _price(b, o.price)
     text = say(b.rng.choice((
         "{S} {buys} {a} {ps}. Each {p1} costs ${p}.",
         "{S} {buys} {a} {ps} for ${p} each.",
@@ -138,7 +144,8 @@ def start_compare(b: Builder, _q) -> Quantity:
 def start_discount(b: Builder, _q) -> Quantity:
     s, item = b.person(), b.rng.choice(SALE_ITEMS)
     price = 20 * _num(b, 2, 15)
-    pct = b.rng.choice([p for p in (5, 10, 15, 20, 25, 30, 40, 50, 75) if price * p % 100 == 0])
+    # Not 50%: the discount would equal the price paid, and so answer the wrong sub-question right.
+    pct = b.rng.choice([p for p in (5, 10, 15, 20, 25, 30, 40, 60, 75) if price * p % 100 == 0])
     text = say(b.rng.choice((
         "{S} {wants} to buy a {item} that costs ${price}. The store gives a {pct}% discount.",
         "A {item} costs ${price}. {S} {buys} it during a sale with {pct}% off.",
@@ -264,7 +271,7 @@ def times(b: Builder, q: Quantity) -> Quantity:
 
 
 def sell(b: Builder, q: Quantity) -> Quantity:
-    p = _num(b, *q.price)
+    p = _price(b, q.price)
     which = "the rest" if q.suffix == " left" else "them"
     text = say(b.rng.choice(("{S} {sells} {which} for ${p} each.", "{S} {sells} each of {which} for ${p}.")), q.subj,
                p=p, which=which)
@@ -298,7 +305,7 @@ def together3(b: Builder, q: Quantity) -> Quantity:
     return _together(b, q, 2)
 
 
-def distractor(b: Builder, at_start: bool) -> None:
+def add_distractor(b: Builder, at_start: bool) -> None:
     """One fact with a number the question does not need, at the start or just before the question."""
     who = b.rng.choice(b.people) if b.people and b.rng.random() < 0.5 else b.person().name
     a = _num(b, 6, 60)
@@ -336,4 +343,3 @@ CONTINUE_MOVES = (
     Move("together3", 3, together3, _named),
 )
 MOVES = {m.name: m for m in START_MOVES + CONTINUE_MOVES}
-DISTRACTORS = distractor

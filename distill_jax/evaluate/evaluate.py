@@ -129,9 +129,15 @@ class Student:
 def available_steps(cfg: EvalConfig) -> list[int | str]:
     if cfg.model is not None:
         return ["hf"]
-    from distill_jax.train.checkpoint import list_steps
+    from distill_jax.train.checkpoint import Checkpointer, ckpt_dir
 
-    steps = list_steps(cfg.run_dir)
+    if not ckpt_dir(cfg.run_dir).is_dir():
+        raise ConfigError(f"{cfg.run_dir}: no checkpoints (no ckpt/ directory)")
+    ckpt = Checkpointer(cfg.run_dir, read_only=True, async_save=False)
+    try:
+        steps = ckpt.all_steps()
+    finally:
+        ckpt.close()
     if not steps:
         raise ConfigError(f"{cfg.run_dir}: no checkpoints under ckpt/")
     if cfg.steps == "all":

@@ -13,13 +13,20 @@ from typing import Any
 
 
 def collect_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every metrics.json under RUN/eval, sorted by (benchmark, style, decoding, step)."""
+    """Every metrics.json under RUN/eval (and RUN/train/<round>/eval for pipelines, whose steps are then
+    labelled `<round>/<step>`), sorted by (benchmark, style, decoding, step)."""
+    run_dir = Path(run_dir)
     rows = []
-    for path in sorted(Path(run_dir, "eval").glob("*/*/*/metrics.json")):
+    sources = [(None, p) for p in sorted(run_dir.glob("eval/*/*/*/metrics.json"))]
+    sources += [(p.parts[-6], p) for p in sorted(run_dir.glob("train/*/eval/*/*/*/metrics.json"))]
+    for round_name, path in sources:
         try:
-            rows.append(json.loads(path.read_text(encoding="utf-8")))
+            m = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # a half-written file from a killed eval is re-done by the next eval run
+        if round_name is not None:
+            m["step"] = f"{round_name}/{m['step']}"
+        rows.append(m)
     return sorted(rows, key=lambda m: (m["benchmark"], m["style"], m["decoding"], _step_key(m["step"])))
 
 

@@ -88,16 +88,19 @@ class SymbolicSolver:
         graph = self._graphs.get(_norm(question))
         if graph is None:
             raise KeyError(f"SymbolicSolver: unknown question {question[:60]!r}")
-        by_ask = {_norm(n["ask"]): n for n in graph if n["op"] != "given"}
+        by_ask: dict[str, list[dict]] = {}
+        for n in graph:
+            if n["op"] != "given":  # one ask may name several nodes ("in total" after each purchase)
+                by_ask.setdefault(_norm(n["ask"]), []).append(n)
         values = {n["var"]: Fraction(n["value"]) for n in graph}
         computed = {n["var"] for n in graph if n["op"] != "given"}
         known: set[str] = set()
         lines, last = [], None
         for k, sub in enumerate(subs, 1):
-            node = by_ask.get(_norm(sub))
-            ready = node is not None and all(x in known for x in node["inputs"] if isinstance(x, str) and x in computed)
             lines.append(f"Q{k}: {sub}")
-            if not ready:
+            node = next((n for n in by_ask.get(_norm(sub), []) if n["var"] not in known and all(
+                x in known for x in n["inputs"] if isinstance(x, str) and x in computed)), None)
+            if node is None:
                 lines.append(f"A{k}: This cannot be answered from the question and the answers so far.")
                 last = None
                 continue

@@ -47,13 +47,18 @@ _SIGN = r"(?P<sign>(?<![\w)\]}.])[-−–])?"
 _CUR = r"(?:\\?\$|€|£)?\s?"
 _DIGITS = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+"
 _EXP = r"(?:[eE](?P<e1>[-+]?\d+)|\s?(?:[x×*]|\\times|\\cdot)\s?10\s?(?:\^|\*\*)\s?\{?\s?(?P<e2>[-−]?\d+)\s?\}?)"
-_LATEX_FRAC = r"\\[dt]?frac\s?\{\s?(?P<fn>\d+)\s?\}\s?\{\s?(?P<fd>\d+)\s?\}"
+
+
+def _latex_frac(num: str, den: str) -> str:
+    return rf"\\[dt]?frac\s?\{{\s?(?P<{num}>\d+)\s?\}}\s?\{{\s?(?P<{den}>\d+)\s?\}}"
+
+
 _NUMBER = re.compile(
     _SIGN
     + _CUR
     + r"(?:"
-    + rf"(?P<whole>\d+)\s?{_LATEX_FRAC.replace('fn', 'mn').replace('fd', 'md')}"  # 2\frac{1}{2}
-    + rf"|{_LATEX_FRAC}"
+    + rf"(?P<whole>\d+)\s?{_latex_frac('mn', 'md')}"  # 2\frac{1}{2}
+    + rf"|{_latex_frac('fn', 'fd')}"
     + r"|(?P<mixw>\d+)\s(?P<mixn>\d+)/(?P<mixd>\d+)(?!\d|[.,/]\d)"  # 2 1/2 (proper fraction checked later)
     + rf"|(?P<num>{_DIGITS})(?P<exp>{_EXP})?(?:\s?/\s?(?P<den>\d+(?:\.\d+)?)(?!\d|\.\d))?"
     + r")"
@@ -140,7 +145,14 @@ def canonical(value: Fraction | Decimal | int) -> str | None:
 
 
 def _numbers(text: str) -> list[Fraction]:
-    return [v for v in (_value(m) for m in _NUMBER.finditer(text)) if v is not None]
+    out = []
+    for m in _NUMBER.finditer(text):
+        value = _value(m)
+        if value is not None:
+            out.append(value)
+        elif m.group("mixw") is not None and int(m.group("mixd")):  # `8 10/2` is two numbers, not a mixed one
+            out += [Fraction(int(m.group("mixw"))), Fraction(int(m.group("mixn")), int(m.group("mixd")))]
+    return out
 
 
 def normalize_number(s: str) -> str | None:

@@ -1,8 +1,9 @@
 """Solve an Equation-of-Thought (EoT) rationale with sympy; the answer is the value of the variable `ans`.
 
 Format: one equation per line (`apples = 3 * boxes`, `2x + 5 = 17`; unknowns may sit on either side);
-lines starting with `%` are comments. A `%` written right after a number is a percent (`20%` is 20/100);
-any other `%` (`speed = 160 / 2  % km per hour`) starts a trailing comment.
+lines starting with `%` (or `#`, which some teachers use) are comments. A `%` written right after a number is
+a percent (`20%` is 20/100); any other `%` or a `#` (`speed = 160 / 2  % km per hour`) starts a trailing
+comment.
 Markdown fences and blank lines are ignored. Implicit multiplication (`3x`, `2(x+1)`, `(a)(b)`) is read
 through sympy's parser transformations; `^` is a power (LLM-written equations use it that way, never as
 xor); thousands commas (`1,080`), `$`, `×`, `÷` and `−` are understood. Decimals are read
@@ -67,10 +68,10 @@ def _lines(text: str) -> list[tuple[int, str]]:
     out = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if not line or line.startswith("%") or _FENCE_LINE.match(line):
+        if not line or line.startswith(("%", "#")) or _FENCE_LINE.match(line):
             continue
         line = _PERCENT.sub(r"(\1/100)", line)
-        line = line.split("%", 1)[0].strip().rstrip(".").strip()
+        line = re.split(r"[%#]", line, maxsplit=1)[0].strip().rstrip(".").strip()
         for old, new in _REPLACE.items():
             line = line.replace(old, new)
         line = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), line)
@@ -158,12 +159,12 @@ def _solve_in_process(text: str) -> EquationResult:
             return EquationResult(None, f"line {lineno}: cannot parse ({type(e).__name__})")
         if any(not isinstance(x, sympy.Expr) for x in exprs):
             return EquationResult(None, f"line {lineno}: not an arithmetic expression")
-        # `a = b = 3` chains: every side equals the next.
-        equations += [sympy.Eq(exprs[i], exprs[i + 1], evaluate=False) for i in range(len(exprs) - 1)]
+        # `a = b = 3` chains: every side equals the next; an equation is kept as `left - right` (= 0).
+        equations += [exprs[i] - exprs[i + 1] for i in range(len(exprs) - 1)]
     if "ans" not in symbols:
         return EquationResult(None, "no ans")
     ans = symbols["ans"]
-    known, rest = _substitute_forward([eq.lhs - eq.rhs for eq in equations])
+    known, rest = _substitute_forward(equations)
     if known is None:
         return EquationResult(None, "inconsistent")
     solutions = [known]

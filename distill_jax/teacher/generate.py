@@ -73,7 +73,7 @@ class TeachConfig:
     seed: int = 0
     data_dir: str | None = None
     prompt_dir: str | None = None  # default: the packaged teacher/prompt_files
-    chunk: int = 256  # jobs per parse/verify batch
+    chunk: int = 256  # jobs per parse/verify batch (with teacher.batch_api: the whole style)
     verify_timeout_s: float = 2.0  # per PoT program / EoT system
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     fdd: FddConfig = field(default_factory=FddConfig)
@@ -267,7 +267,9 @@ def _progress_bar(enabled: bool) -> Any:
 def _open_client(cfg: TeachConfig) -> TeacherClient:
     from distill_jax.teacher.cache import ResponseCache
 
-    cache = ResponseCache(Path(cfg.run_dir) / "teacher" / "cache.sqlite")
+    path = Path(cfg.run_dir) / "teacher" / "cache.sqlite"
+    # A dry run reads an existing cache (to count hits) but leaves no files behind.
+    cache = ResponseCache(":memory:" if cfg.teacher.dry_run and not path.exists() else path)
     return TeacherClient(cfg.teacher.client_config(), cache)
 
 
@@ -319,8 +321,10 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
     client = teacher.client if isinstance(teacher, LLMTeacher) else None
     if client is not None:  # live progress and cost while a chunk's requests are out
         client.on_result = lambda _: bar.update(task, advance=1, cost=client.usage.cost_usd)
-    for start in range(0, len(jobs), cfg.chunk):
-        chunk = jobs[start: start + cfg.chunk]
+    # A Batch API job can take hours: one batch per style, not one per chunk.
+    size = (len(jobs) or 1) if client is not None and cfg.teacher.batch_api else cfg.chunk
+    for start in range(0, len(jobs), size):
+        chunk = jobs[start: start + size]
         drafts = teacher.draft(style, chunk)
         ready = [i for i, d in enumerate(drafts) if d.target is not None]
         checks = dict(zip(ready, verify(style, [drafts[i].target for i in ready], [chunk[i][0].answer for i in ready],
