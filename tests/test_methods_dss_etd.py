@@ -109,6 +109,6 @@ def test_etd_rejects_bad_weights(by_style):
 
 
 def test_method_modules_import_no_jax():
-    code = ("import sys\nimport distill_jax.methods.pad, distill_jax.methods.decompose, distill_jax.methods.kpdd, "
+    code = ("import sys\nimport distill_jax.methods.pad, distill_jax.methods.pad_verify, distill_jax.methods.decompose, distill_jax.methods.kpdd, "
             "distill_jax.methods.dss, distill_jax.methods.etd\nassert 'jax' not in sys.modules, 'jax imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -116,6 +116,9 @@ def test_program_from_chatter_fence_and_trailing_explanation():
 def test_program_without_fence_drops_prose_after_the_code():
     raw = "Here you go:\r\nx = 3\r\n\r\nans = x * 4\r\nSo the answer is 12 apples, as required."
     assert parse_completion(raw, "pot").text == "x = 3\nans = x * 4"
+    pal = parse_completion("```python\ndef solution():\n    x = 3\n\n    return x * 4\n\nprint(solution())\n```", "pot")
+    assert pal.text == "def solution():\n    x = 3\n    return x * 4\nans = solution()"
+    assert get_style("pot").answer(pal.text).answer == "12"
     bad = parse_completion("I think the answer is 12.", "pot")
     assert bad.text is None and bad.error.startswith("parse: no program")
     no_ans = parse_completion("```python\nresult = 3 * 4\nprint(result)\n```", "pot")

@@ -275,7 +275,8 @@ def test_permanent_auth_failure_is_reported_without_traceback(tmp_path, server):
     done = subprocess.run(_cli(cfg_path), env=_env(wrong), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "auth" in done.stderr and "401" in done.stderr and "Traceback" not in done.stderr
-    assert wrong not in done.stderr + done.stdout
+    assert wrong not in done.stderr + done.stdout  # the server echoes the key in its 401 message
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file() and wrong.encode() in p.read_bytes()]
     summary = json.loads((tmp_path / "run" / "teacher" / "summary.json").read_text())
     assert summary["stopped"].startswith("auth") and "pot" in summary["styles"] and "cot" not in summary["styles"]
     assert server.stats()["requests"] <= 8  # the first chunk, not the whole run
@@ -319,3 +320,10 @@ def test_llm_fdd_problems_need_agreeing_samples(tmp_path, secret_env):
         assert all(r["reason"].startswith("no agreement") for r in rejected)
         requests = server.stats()["requests"]
         assert new_problems(_problems(6), "harder", cfg) == made and server.stats()["requests"] == requests
+
+
+def test_the_teacher_side_imports_no_jax():
+    code = ("import sys, distill_jax.teacher.generate, distill_jax.teacher.gold, distill_jax.teacher.parse, "
+            "distill_jax.teacher.prompts, distill_jax.reasoning.styles; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')], 'JAX imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -214,8 +214,11 @@ def test_bad_config_fails_before_any_compile(env, reference, tmp_path):
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     tok = reference["tokenizer"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(env["rationales"].read_text().splitlines()[0] + "\n" + '{"problem_id": "x", "question": "q"}\n')
     try:
         cases = [
+            ({"data": {"rationales": [str(broken)]}}, r"broken.jsonl:2: rationale record lacks style, rationale"),
             ({"data": {"rationales": [str(tmp_path / "nope.jsonl")]}}, "matches no JSONL file"),
             ({"model": {"init": str(tmp_path / "no_model")}}, "neither 'scratch' nor a Hugging Face model dir"),
             ({"model": {"tokenizer": str(tmp_path / "no_tok")}}, "model.tokenizer: directory not found"),

@@ -35,6 +35,7 @@ rows with one tree_map).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any, Literal
@@ -375,7 +376,11 @@ class T5(nn.Module):
         self.encoder = Stack(c, is_decoder=False)
         self.decoder = Stack(c, is_decoder=True)
         if not c.tie_word_embeddings:
-            self.lm_head = _dense(c, c.vocab_size, 1.0)
+            # float32 accumulation *and* output: bf16 logits would round away the margins between tokens.
+            self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.compute_dtype, param_dtype=jnp.float32,
+                                    kernel_init=_normal(1.0),
+                                    dot_general=functools.partial(jax.lax.dot_general,
+                                                                  preferred_element_type=jnp.float32))
 
     def _logits(self, hidden: Array) -> Array:
         c = self.config
@@ -384,7 +389,7 @@ class T5(nn.Module):
             emb = self.shared.embedding.astype(c.compute_dtype)
             return jnp.einsum("...d,vd->...v", hidden.astype(c.compute_dtype), emb,
                               preferred_element_type=jnp.float32)
-        return self.lm_head(hidden).astype(jnp.float32)
+        return self.lm_head(hidden)
 
     def encode(self, input_ids: Array, attention_mask: Array, deterministic: bool = True) -> Array:
         return self.encoder(self.shared(input_ids), _key_mask(attention_mask), deterministic=deterministic)

@@ -21,6 +21,7 @@ Distilling step-by-step trains two tasks on one input: `student_input(q, "dss")`
 """
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -32,7 +33,6 @@ _FENCE = re.compile(r"```")
 _SOLUTION = re.compile(r"(?:\*\*)?\bsolution\s*(?:\*\*)?\s*:\s*(?:\*\*)?[ \t]*\n?", re.IGNORECASE)
 _DECOMP_ANSWER = re.compile(r"^\s*A\d+\s*[:.)]", re.MULTILINE)
 _FINAL = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s+is", re.IGNORECASE)
-_MAX_SCAN_LINES = 80  # bare-program prose stripping tries O(lines^2) compiles; longer texts go in as they are
 
 ProgressFn = Callable[[int, int], None]
 
@@ -60,23 +60,35 @@ def _compiles(code: str) -> bool:
     return True
 
 
+def _is_prose(line: str) -> bool:
+    """A top-level line that is not code by itself and opens no block (`Here is the code:` is prose)."""
+    if not line.strip():
+        return True
+    if line[0].isspace():
+        return False
+    words = line.split()
+    if line.rstrip().endswith(":") and keyword.iskeyword(words[0].rstrip(":")):
+        return False
+    return not _compiles(line)
+
+
 def extract_program(text: str) -> str:
     """The program in a teacher/student output: the fenced code, or a bare program with its prose stripped."""
     from distill_jax.reasoning.sandbox import extract_code
 
     if _FENCE.search(text):
         return extract_code(text)
-    lines = text.strip("\n").splitlines()
-    if _compiles(text) or len(lines) > _MAX_SCAN_LINES:
+    if _compiles(text):
         return text
-    # Smallest number of prose lines dropped from the start, then from the end, that leaves valid code.
-    for start in range(len(lines)):
-        for end in range(len(lines), start, -1):
-            block = "\n".join(lines[start:end])
-            if "=" in block or "return" in block or "print" in block:
-                if _compiles(block):
-                    return block + "\n"
-    return text
+    # One pass from each end (linear: student outputs at eval can be long garbage).
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    while start < end and _is_prose(lines[start]):
+        start += 1
+    while end > start and _is_prose(lines[end - 1]):
+        end -= 1
+    block = "\n".join(lines[start:end]) + "\n"
+    return block if start < end and _compiles(block) else text
 
 
 def _solution_section(text: str) -> str | None:
@@ -92,7 +104,7 @@ class Style:
         self.description = description
 
     def answer(self, output_text: str, timeout_s: float = 2.0) -> StyleAnswer:
-        return self.answers([output_text], timeout_s=timeout_s, workers=1)[0]
+        return self.answers([output_text], timeout_s=timeout_s)[0]  # the shared pools keep their size
 
     def answers(self, outputs: list[str], timeout_s: float = 2.0, workers: int | None = None,
                 progress: ProgressFn | None = None) -> list[StyleAnswer]:

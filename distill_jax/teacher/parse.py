@@ -109,12 +109,17 @@ def _has_ans(tree: ast.Module) -> bool:
     return False
 
 
+def _defines_solution(tree: ast.Module) -> bool:
+    return any(isinstance(n, ast.FunctionDef) and n.name == "solution" for n in tree.body)
+
+
 def _is_print(stmt: str) -> bool:
     return bool(re.match(r"^print\(.*\)$", stmt.strip()))
 
 
 def clean_program(raw: str) -> Parsed:
-    """The longest leading run of code that parses and assigns `ans`; prose before or after is dropped."""
+    """The longest leading run of code that parses and assigns `ans` (or defines PAL's `solution()`, which
+    then gets `ans = solution()`); prose before or after it, prints and comment lines are dropped."""
     body = unfence(raw, prefer=("python", "py", "python3"))
     lines = _normalise_lines(body)
     start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), None)
@@ -127,9 +132,13 @@ def clean_program(raw: str) -> Parsed:
             tree = ast.parse(chunk)
         except SyntaxError:
             continue
-        if not _has_ans(tree):
+        has_ans, pal = _has_ans(tree), _defines_solution(tree)
+        if not (has_ans or pal):
             continue
         kept = [line for line in lines[:end] if line.strip() and not _is_print(line)]
+        if not has_ans:  # PAL style `def solution(): ... return x`: the target still sets `ans`
+            calls = re.compile(r"^(?!def\s)\S.*\bsolution\(\)")  # a top-level `x = solution()` or print
+            kept = [line for line in kept if not calls.match(line)] + ["ans = solution()"]
         # Comment-only lines teach the student nothing the names do not say; they only lengthen targets.
         kept = [line for line in kept if not line.lstrip().startswith("#")]
         return Parsed("\n".join(kept))

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from distill_jax.config import ConfigError, load, save_resolved
+from distill_jax.data.records import DataError
 from distill_jax.train import batches as B
 from distill_jax.train import sharding as S
 from distill_jax.train.config import TrainConfig
@@ -183,11 +184,14 @@ def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
     if main:
         save_resolved(cfg, run / "config.yaml")
 
-    records = B.read_records(cfg.data)
-    tokenizer, tok_dir = _tokenizer(cfg, records)
+    try:
+        records = B.read_records(cfg.data)
+        tokenizer, tok_dir = _tokenizer(cfg, records)
+        train_recs, eval_recs = B.split_records(records, cfg.data)
+        train_enc = B.encode(train_recs, tokenizer)
+    except DataError as e:  # a malformed rationale file: name file:line, no traceback
+        raise ConfigError(f"data.rationales: {e}") from e
     config = _model_config(cfg, tokenizer.vocab_size)
-    train_recs, eval_recs = B.split_records(records, cfg.data)
-    train_enc = B.encode(train_recs, tokenizer)
     buckets = (B.suggest_buckets(train_enc, cfg.data.auto_buckets) if cfg.data.auto_buckets
                else list(cfg.data.buckets))
     train_ex, stats = B.tokenize(train_recs, tokenizer, cfg.data, buckets, train_enc)
