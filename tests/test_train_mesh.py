@@ -17,7 +17,7 @@ from helpers_train import TINY_OVERRIDES, random_batch
 from distill_jax.model.t5 import T5Config, init_params
 from distill_jax.train import sharding as S
 from distill_jax.train.optim import OptimConfig, make_optimizer
-from distill_jax.train.state import create_state, init_state
+from distill_jax.train.state import create_state, init_state, state_shardings
 from distill_jax.train.step import jit_train_step
 
 VOCAB, STEPS, BATCH = 128, 3, 16
@@ -25,10 +25,16 @@ CONFIG = T5Config.preset("tiny", vocab_size=VOCAB, **TINY_OVERRIDES)
 OPTIM = OptimConfig(name="adamw", learning_rate=1e-2, schedule="constant", weight_decay=0.01, clip_norm=1.0)
 
 
-def _run(mesh_cfg: S.MeshConfig, devices=None, grad_accum: int = 1, optim: OptimConfig = OPTIM):
+def _run(mesh_cfg: S.MeshConfig, devices=None, grad_accum: int = 1, initial=None):
+    """Losses, final params and state; the initial state is created sharded, or resharded from `initial`."""
     mesh = S.make_mesh(mesh_cfg, devices)
-    tx, schedule = make_optimizer(optim, STEPS)
-    state, shardings = create_state(mesh, lambda k: init_state(init_params(CONFIG, k), tx, 0), jax.random.PRNGKey(0))
+    tx, schedule = make_optimizer(OPTIM, STEPS)
+    init = lambda k: init_state(init_params(CONFIG, k), tx, 0)  # noqa: E731
+    if initial is None:
+        state, shardings = create_state(mesh, init, jax.random.PRNGKey(0))
+    else:
+        shardings = state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
+        state = jax.device_put(initial, shardings)
     step = jit_train_step(CONFIG, tx, schedule, grad_accum, shardings, S.batch_sharding(mesh))
     rng = np.random.default_rng(0)
     losses = []
@@ -41,11 +47,14 @@ def _run(mesh_cfg: S.MeshConfig, devices=None, grad_accum: int = 1, optim: Optim
 
 @pytest.fixture(scope="module")
 def reference():
-    return _run(S.MeshConfig(data=1), devices=jax.devices()[:1])
+    """One device; also returns the initial state (host copy) so other meshes skip compiling the init."""
+    tx, _ = make_optimizer(OPTIM, STEPS)
+    initial = jax.device_get(jax.jit(lambda k: init_state(init_params(CONFIG, k), tx, 0))(jax.random.PRNGKey(0)))
+    return _run(S.MeshConfig(data=1), devices=jax.devices()[:1], initial=initial) + (initial,)
 
 
 def _assert_same(run, reference):
-    (losses, params, _), (ref_losses, ref_params, _) = run, reference
+    (losses, params, _), (ref_losses, ref_params) = run, reference[:2]
     assert ref_losses[-1] < ref_losses[0] - 0.05, "the reference should be learning"
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
@@ -53,11 +62,12 @@ def _assert_same(run, reference):
 
 
 def test_data_parallel_matches_one_device(reference):
-    _assert_same(_run(S.MeshConfig(data=8)), reference)
+    _assert_same(_run(S.MeshConfig(data=8), initial=reference[3]), reference)
 
 
 def test_fsdp_tensor_and_grad_accumulation_match_one_device(reference):
-    """One compile covers FSDP x tensor parallelism and a 2-microbatch scan (each is a pure reordering)."""
+    """One compile covers FSDP x tensor parallelism and a 2-microbatch scan (each is a pure reordering);
+    the state is created in place on its shards (jit with out_shardings), as train() does."""
     run = _run(S.MeshConfig(data=1, fsdp=4, tensor=2), grad_accum=2)
     _assert_same(run, reference)
     state = run[2]

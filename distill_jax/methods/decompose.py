@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Callable, Sequence
 
 from distill_jax.data.problems import Problem
+from distill_jax.data.synthetic_graph import render_expr
 from distill_jax.methods.records_ops import derive, require_style
 from distill_jax.reasoning.answers import answers_match
+from distill_jax.teacher.symbolic import fmt
 
 DECOMPOSE_PREFIX = "[decomp:decompose]"
 SOLVE_PREFIX = "[decomp:solve]"
@@ -81,10 +84,6 @@ class SymbolicSolver:
         return [self.solve(q, subs) for q, subs in items]
 
     def solve(self, question: str, subs: Sequence[str]) -> str:
-        from distill_jax.data.synthetic_graph import render_expr
-        from distill_jax.teacher.symbolic import fmt
-        from fractions import Fraction
-
         graph = self._graphs.get(_norm(question))
         if graph is None:
             raise KeyError(f"SymbolicSolver: unknown question {question[:60]!r}")

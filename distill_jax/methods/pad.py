@@ -71,6 +71,11 @@ def _owns_lines(stmt: ast.stmt, block: list[ast.stmt]) -> bool:
     return not any(o is not stmt and o.lineno <= stmt.end_lineno and stmt.lineno <= o.end_lineno for o in block)
 
 
+def _is_docstring(stmt: ast.stmt) -> bool:
+    """A bare string: editing it cannot change what the program computes."""
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
 def _assigned_names(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, name) of every plain name bound by an assignment, in line order."""
     out = []
@@ -108,7 +113,8 @@ class _Program:
         self.lines = code.splitlines()
         self.tree = ast.parse(code)
         self.names = _assigned_names(self.tree)
-        self.blocks = [[s for s in b if isinstance(s, _SIMPLE) and _owns_lines(s, b)] for b in _blocks(self.tree)]
+        self.blocks = [[s for s in b if isinstance(s, _SIMPLE) and _owns_lines(s, b) and not _is_docstring(s)]
+                       for b in _blocks(self.tree)]
 
     def text(self, stmt: ast.stmt) -> str:
         return "\n".join(self.lines[stmt.lineno - 1:stmt.end_lineno])

@@ -42,6 +42,8 @@ _RESERVED = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(
     "binomial rf ff li limit diff integrate solve symbols eq lambda".split()
 )
 _REL_TOL = Fraction(1, 10**6)
+_OPS = ("+", "-", "*", "/", "**", "//", "%")
+_TOKEN = re.compile(r"\*\*|//|[-+*/%()]|[^-+*/%()]+")
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def build_steps(problem: Problem) -> tuple[list[Step] | None, str | None]:
         if not _close(computed, ann.value):
             return None, f"annotation mismatch: #{i} {ann.expr} = {float(computed):g}, written {ann.written}"
     try:
-        gold = Fraction(str(problem.answer))
+        gold = _frac(str(problem.answer))
     except (ValueError, TypeError, ZeroDivisionError):
         return None, f"bad gold: answer {problem.answer!r} is not a number"
     if not _close(anns[-1].value, gold):
@@ -169,14 +171,14 @@ def build_steps(problem: Problem) -> tuple[list[Step] | None, str | None]:
     latest: dict[Fraction, str] = {}  # value -> the most recent step holding it
     used: set[str] = set()
     seen_lines: set[str] = set()
-    for i, ann in enumerate(anns):
-        def refer(m: re.Match) -> str:
-            tok = m.group(1)
-            value = _frac(tok)
-            if value not in given and value in latest:
-                return latest[value]
-            return _literal(tok)
 
+    def refer(m: re.Match) -> str:
+        value = _frac(m.group(1))
+        if value not in given and value in latest:
+            return latest[value]
+        return _literal(m.group(1))
+
+    for i, ann in enumerate(anns):
         expr = _spaced(_NUMBER.sub(refer, ann.expr.replace(",", "").replace(" ", "")))
         last = i == len(anns) - 1
         name = "ans" if last else _unique(ann.name_hint or f"step{i + 1}", used)
@@ -188,23 +190,17 @@ def build_steps(problem: Problem) -> tuple[list[Step] | None, str | None]:
     return steps, None
 
 
-_TOKEN = re.compile(r"\*\*|//|[-+*/%()]|[^-+*/%()]+")
-
-
 def _spaced(expr: str) -> str:
     """`a*(b-c)` -> `a * (b - c)`; a sign (at the start, after `(` or an operator) stays attached."""
     out: list[str] = []
     prev = None
     for tok in _TOKEN.findall(expr):
-        if tok in ("+", "-", "*", "/", "**", "//", "%") and prev not in (None, "(") and prev not in _OPS:
+        if tok in _OPS and prev not in (None, "(") and prev not in _OPS:
             out.append(f" {tok} ")
         else:
             out.append(tok)
         prev = tok
     return "".join(out)
-
-
-_OPS = ("+", "-", "*", "/", "**", "//", "%")
 
 
 def _unique(hint: str, used: set[str]) -> str:
