@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "protobuf==7.36.2",  # transformers builds a T5 tokenizer from spiece.model only with protobuf
     "sympy==1.14.0",
     "numpy==2.4.6",
+    "ml_dtypes==0.6.0",  # bf16 safetensors in model/hf.py
     "pyyaml==6.0.3",
     "rich==15.0.0",
     "matplotlib==3.11.2",

@@ -7,6 +7,7 @@ canonical request (model, messages, sampling params, sample index): never header
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -67,12 +68,22 @@ class ResponseCache:
 
     def put(self, key: str, request: dict[str, Any], response: dict[str, Any]) -> None:
         """`request`: the canonical request (must hold "model"); `response`: {"text", "usage", "finish_reason"}."""
-        self._db.execute(
-            f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, request["model"], json.dumps(request, ensure_ascii=False, sort_keys=True),
-             response.get("text"), json.dumps(response.get("usage") or {}), response.get("finish_reason"),
-             time.time()),
-        )
+        self.put_many([(key, request, response)])
+
+    def put_many(self, rows: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        """Several `put`s in one transaction: all of them are committed, or none."""
+        now = time.time()
+        values = [(key, request["model"], json.dumps(request, ensure_ascii=False, sort_keys=True),
+                   response.get("text"), json.dumps(response.get("usage") or {}), response.get("finish_reason"), now)
+                  for key, request, response in rows]
+        self._db.execute("BEGIN")  # the connection is in autocommit mode: one explicit transaction
+        try:
+            self._db.executemany(f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 values)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def keys(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT key FROM responses")}
@@ -94,3 +105,40 @@ class ResponseCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TickCommitter:
+    """Commits the responses that arrive in one event-loop tick in one transaction, before any of them is
+    reported: `await committer.put(...)` returns once the row is committed. Under load this halves the cost
+    per response (one COMMIT per tick instead of per row) and keeps the promise that matters: nothing is
+    delivered (or written elsewhere by the caller) before it is in the cache, and a crash loses at most the
+    calls in flight plus the replies of the current tick. Use from one event loop only."""
+
+    def __init__(self, cache: ResponseCache):
+        self.cache = cache
+        self._rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self._waiters: list[asyncio.Future] = []
+
+    async def put_many(self, rows: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        """(key, request, response) rows as for `ResponseCache.put`; returns once they are committed."""
+        loop = asyncio.get_running_loop()
+        if not self._rows:
+            loop.call_soon(self._flush)  # runs after every callback that is ready in this tick
+        waiter = loop.create_future()
+        self._rows.extend(rows)
+        self._waiters.append(waiter)
+        await waiter
+
+    def _flush(self) -> None:
+        rows, waiters = self._rows, self._waiters
+        self._rows, self._waiters = [], []
+        try:
+            self.cache.put_many(rows)
+        except Exception as e:  # e.g. disk full: every writer of this tick sees it
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(e)
+            return
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

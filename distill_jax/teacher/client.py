@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from distill_jax.config import ConfigError
-from distill_jax.teacher.cache import ResponseCache
+from distill_jax.teacher.cache import ResponseCache, TickCommitter
 from distill_jax.teacher.http import Endpoint, HttpPool, TransportError
 from distill_jax.teacher.ratelimit import TokenBucket, backoff_delay, parse_retry_after
 
@@ -293,6 +293,7 @@ class TeacherClient:
                 for k, r in pending:
                     groups.setdefault(r.content_key(model) if self.cfg.use_n else k, []).append((k, r))
                 sem = asyncio.Semaphore(self.cfg.concurrency)
+                self._committer = TickCommitter(self.cache)
                 self._rpm = TokenBucket(self.cfg.requests_per_minute)
                 self._tpm = TokenBucket(self.cfg.tokens_per_minute)
                 await asyncio.gather(*(self._run_group(pool, sem, sorted(g, key=lambda kr: kr[1].sample), deliver)
@@ -353,9 +354,11 @@ class TeacherClient:
                         deliver(ChatResult(k, None, {}, False, f"{outcome.kind}: {outcome.message}", None, r))
                     remaining = remaining[n:]
                     continue
-                shares = _split_usage(outcome.usage, len(outcome.items))
-                for (k, r), (text, finish), usage in zip(remaining, outcome.items, shares):
-                    self.cache.put(k, r.canonical(model), {"text": text, "usage": usage, "finish_reason": finish})
+                answered = list(zip(remaining, outcome.items, _split_usage(outcome.usage, len(outcome.items))))
+                await self._committer.put_many([(k, r.canonical(model), {"text": text, "usage": usage,
+                                                                         "finish_reason": finish})
+                                                for (k, r), (text, finish), usage in answered])
+                for (k, r), (text, finish), usage in answered:
                     deliver(ChatResult(k, text, usage, False, None, finish, r))
                 if len(outcome.items) < n:  # the server ignored part of `n`: ask for the rest one by one
                     single = True

@@ -10,6 +10,9 @@ and the batch list shuffled again. The position (epoch, index of the next batch)
 to see exactly the batches it would have seen. The last partial batch of a bucket is filled with
 zero-weight rows, so no example is dropped and shapes stay fixed.
 
+Style mixture (ETD) and DSS task weights act on the loss (a weight per example, see step.py), not on
+sampling: every record is seen once per epoch and the order stays a pure function of (seed, epoch).
+
 Multi-host: every process computes the same plan (it is cheap) but builds only the rows its own devices
 hold, and the global array is assembled with `jax.make_array_from_process_local_data`.
 """
