@@ -68,8 +68,9 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(names: list[str], batches: list[int], new_tokens: int, input_len: int, repeats: int) -> list[dict]:
-    rows = []
+def run(names: list[str], batches: list[int], new_tokens: int, input_len: int, repeats: int,
+        on_row=lambda rows: None) -> list[dict]:
+    rows: list[dict] = []
     mesh = Mesh(np.asarray(jax.devices()), ("data",)) if jax.device_count() > 1 else None
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -94,7 +95,7 @@ def run(names: list[str], batches: list[int], new_tokens: int, input_len: int, r
                     def ours_sharded(i=jax.device_put(ids, sharding), m=jax.device_put(mask, sharding)):
                         return np.asarray(decode.greedy(rep, config, i, m, new_tokens, eos_id=-1))
 
-                    ours_sharded()
+                    ours_sharded()  # compile
                     row["sharded_s"] = _time(ours_sharded, repeats)
 
                 def hf(i=torch.tensor(ids, dtype=torch.long), m=torch.tensor(mask, dtype=torch.long)):
@@ -104,10 +105,11 @@ def run(names: list[str], batches: list[int], new_tokens: int, input_len: int, r
                     assert out.shape[1] == new_tokens + 1
                     return out
 
-                hf()
+                hf(i=torch.tensor(ids[:2], dtype=torch.long), m=torch.tensor(mask[:2], dtype=torch.long))  # warm-up
                 row["hf_s"] = _time(hf, repeats)
                 rows.append(row)
                 print(_line(row, batch * new_tokens), flush=True)
+                on_row(rows)
     return rows
 
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[32, 128])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--input-len", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per cell (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     parser.add_argument("--note", default="", help="a line added under the table (e.g. other load)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -155,23 +157,26 @@ def main(argv: list[str] | None = None) -> int:
     header = ("| model | batch | HF generate tok/s | ours 1 device tok/s | ours batch-sharded tok/s | speed-up "
               "(best ours vs HF) | our compile s |\n|---|---|---|---|---|---|---|")
     print(header, flush=True)
-    load = os.getloadavg()
-    rows = run(args.models, args.batches, args.new_tokens, args.input_len, args.repeats)
-    table = "\n".join([header] + [_line(r, r["batch"] * args.new_tokens) for r in rows])
+    load, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = "XLA_FLAGS=--xla_force_host_platform_device_count=2 .venv/bin/python benchmarks/decode.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    body = (f"## Greedy decoding: ours vs HF `generate`\n\n"
-            f"Greedy, {args.new_tokens} new tokens forced on both sides, inputs of {args.input_len} tokens, random "
-            f"weights, fp32, median of {args.repeats} runs after a warm-up; new tokens per second (higher is "
-            f"better).\nMachine: {_cpu_name()}, {os.cpu_count()} CPU cores, load average at start "
-            f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), "
-            f"torch {torch.__version__} ({args.threads} threads), jax {jax.__version__} "
-            f"({jax.device_count()} CPU devices).\nCommand: `{command.strip()}`\n\n{table}\n")
-    if args.note:
-        body += f"\n{args.note}\n"
-    if not args.no_write:
-        write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", body)
-    print(body)
+
+    def body_for(rows: list[dict]) -> str:
+        table = "\n".join([header] + [_line(r, r["batch"] * args.new_tokens) for r in rows])
+        return (f"## Greedy decoding: ours vs HF `generate`\n\n"
+                f"Greedy, {args.new_tokens} new tokens forced on both sides, inputs of {args.input_len} tokens, "
+                f"random weights, fp32, median of {args.repeats} timed run(s) after a warm-up; new tokens per second "
+                f"(higher is better).\nMachine: {_cpu_name()}, {os.cpu_count()} CPU cores, load average at start "
+                f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} ({started}), torch {torch.__version__} "
+                f"({args.threads} threads), jax {jax.__version__} ({jax.device_count()} CPU devices).\n"
+                f"Command: `{command.strip()}`\n\n{table}\n" + (f"\n{args.note}\n" if args.note else ""))
+
+    def write(rows: list[dict]) -> None:  # after every row, so an interrupted run keeps what it measured
+        if not args.no_write:
+            write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", body_for(rows))
+
+    rows = run(args.models, args.batches, args.new_tokens, args.input_len, args.repeats, write)
+    print(body_for(rows))
     return 0
 
 

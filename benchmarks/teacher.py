@@ -115,8 +115,11 @@ def main() -> int:
     wall, floor = statistics.median(walls), statistics.median(floors)
     command = (f".venv/bin/python benchmarks/teacher.py --requests {args.requests} --concurrency {args.concurrency} "
                f"--latency-ms {args.latency_ms:g} --repeats {args.repeats}")
-    row = lambda name, w, runs: (f"| {name} | {args.requests} | {args.concurrency} | {args.latency_ms:g} ms | "  # noqa: E731
-                                 f"{w:.3f} s | {', '.join(f'{x:.3f}' for x in runs)} | {ideal:.3f} s | {ideal / w:.1%} |")
+
+    def row(name: str, median: float, runs: list[float]) -> str:
+        return (f"| {name} | {args.requests} | {args.concurrency} | {args.latency_ms:g} ms | {median:.3f} s | "
+                f"{', '.join(f'{x:.3f}' for x in runs)} | {ideal:.3f} s | {ideal / median:.1%} |")
+
     table = "\n".join([
         "## Teacher client throughput",
         "",

@@ -1,12 +1,12 @@
 """Answer extraction, canonical numbers and the match tolerance (distill_jax/reasoning/answers.py)."""
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
+from distill_jax.data.records import read_jsonl
 from distill_jax.reasoning.answers import answers_match, canonical, extract_answer, normalize_number
 
 FIXTURES = Path(__file__).parent / "fixtures" / "teacher_outputs"
@@ -38,7 +38,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "teacher_outputs"
     ("The final answer is $\\boxed{1{,}250}$. I hope it is correct.", "1250"),
     ("\\boxed{1\\,250 \\text{ dollars}}", "1250"),
     ("She has 10-3=7 left.", "7"),
-    ("It is 8 10/2", "5"),  # improper: not a mixed number
+    ("It is 8 10/2", "5"),
+    ("She had 12 - 7", "7"),  # a spaced minus is an operator
+    ("She owes -$5.", "-5"),  # improper: not a mixed number
     ("It takes 3-4 days, so 5 hours.", "5"),
 ])
 def test_extraction_patterns(text, expected):
@@ -100,7 +102,7 @@ def test_tolerance_absorbs_float_golds_only():
 
 
 def test_cot_fixture_agreement():
-    rows = [json.loads(line) for line in (FIXTURES / "cot.jsonl").read_text().splitlines()]
+    rows = read_jsonl(FIXTURES / "cot.jsonl")
     assert len(rows) >= 100
     agree = sum(extract_answer(r["text"]) == normalize_number(r["expected"]) for r in rows)
     assert agree / len(rows) >= 0.99, [r["id"] for r in rows if extract_answer(r["text"]) != r["expected"]]
@@ -108,6 +110,13 @@ def test_cot_fixture_agreement():
 
 def test_gold_answers_of_the_shared_data_are_canonical(data_dir):
     for name in ("gsm8k/test.jsonl", "addsub/test.jsonl", "singleeq/test.jsonl"):
-        for line in (data_dir / name).read_text().splitlines():
-            gold = json.loads(line)["answer"]
+        for row in read_jsonl(data_dir / name):
+            gold = row["answer"]
             assert normalize_number(gold) == gold
+
+
+def test_gsm8k_human_solutions(data_dir):
+    """Every GSM8K train solution (`#### 1,080`-style endings, `<<a*b=c>>` annotations) yields its gold."""
+    rows = read_jsonl(data_dir / "gsm8k" / "train.jsonl")
+    wrong = [r["id"] for r in rows if extract_answer(r["solution"]) != r["answer"]]
+    assert not wrong, wrong[:10]

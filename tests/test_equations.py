@@ -1,13 +1,12 @@
 """EoT solving with sympy in deadline-bound workers (distill_jax/reasoning/equations.py)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-import pytest
 import sympy
 
+from distill_jax.data.records import read_jsonl
 from distill_jax.reasoning.answers import answers_match
 from distill_jax.reasoning.equations import solve_equations, solve_many
 
@@ -25,6 +24,8 @@ CASES = [
     ("cost = 0.1 + 0.2\nans = cost", "0.3", None),  # decimals are exact
     ("speed = 160 / 2  % km per hour\nans = speed * 3", "240", None),
     ("ans = 10 / 3", "3.333333333333333", None),
+    ("x = 3, y = 1,200; z = 2\nans = x + y + z", "1205", None),
+    ("ans = 3, 4", None, "not an equation"),
     ("# hours worked\nh = 6  # per day\nans = 5h", "30", None),
     ("side^2 = 49\nans = side", "7", None),  # the unique positive root (documented)
     ("x^2 = 2\nans = x", "1.414213562373095", None),
@@ -74,7 +75,7 @@ def _straightforward_sympy(plain: list[str]) -> sympy.Expr:
 
 
 def test_eot_fixture_agreement():
-    rows = [json.loads(line) for line in (FIXTURES / "eot.jsonl").read_text().splitlines()]
+    rows = read_jsonl(FIXTURES / "eot.jsonl")
     assert len(rows) >= 60
     results = solve_many([r["text"] for r in rows], timeout_s=5.0, workers=2)
     agree = 0

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
+from distill_jax.data.records import read_jsonl
 from distill_jax.reasoning.answers import answers_match
 from distill_jax.reasoning.styles import STYLES, extract_program, get_style, student_input
 
@@ -85,7 +85,7 @@ def _trusted_exec(code: str) -> Fraction:
 
 
 def test_pot_fixture_agreement():
-    rows = [json.loads(line) for line in (FIXTURES / "pot.jsonl").read_text().splitlines()]
+    rows = read_jsonl(FIXTURES / "pot.jsonl")
     assert len(rows) >= 100
     results = get_style("pot").answers([r["text"] for r in rows], timeout_s=5.0)
     agree = 0
@@ -97,7 +97,7 @@ def test_pot_fixture_agreement():
 
 def test_handwritten_teacher_outputs():
     """Hand-written outputs in the messiest shapes real teachers produce; expected answers written by hand."""
-    rows = [json.loads(line) for line in (FIXTURES / "handwritten.jsonl").read_text().splitlines()]
+    rows = read_jsonl(FIXTURES / "handwritten.jsonl")
     for style in ("cot", "pot", "eot"):
         mine = [r for r in rows if r["style"] == style]
         assert len(mine) >= 6

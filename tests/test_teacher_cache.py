@@ -6,6 +6,7 @@ parent and child build the very same requests.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from distill_jax.teacher.batch_api import state_path
-from distill_jax.teacher.cache import ResponseCache
+from distill_jax.teacher.cache import ResponseCache, TickCommitter
 from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, ClientConfig, TeacherClient
 from distill_jax.teacher.fake_server import FakeServer, content_key
 
@@ -79,6 +80,25 @@ def test_put_get_roundtrip_and_wal(tmp_path):
         assert cache.get_many([key, "missing"]).keys() == {key}
     with ResponseCache(tmp_path / "c.sqlite") as again:  # durable across connections
         assert again.get(key)["text"] == "x = 2\nans = x"
+
+
+def test_tick_committer_groups_one_tick_into_one_transaction(tmp_path):
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    transactions = []
+    put_many = cache.put_many
+    cache.put_many = lambda rows: (transactions.append(len(rows)), put_many(rows))[1]
+    committer = TickCommitter(cache)
+    reqs = problems(5)
+    rows = [(r.key(MODEL), r.canonical(MODEL), {"text": f"t{i}", "usage": {}, "finish_reason": "stop"})
+            for i, r in enumerate(reqs)]
+
+    async def main() -> None:
+        await asyncio.gather(*(committer.put_many([row]) for row in rows[:3]))  # same tick: one COMMIT
+        await committer.put_many(rows[3:])
+
+    asyncio.run(main())
+    assert transactions == [3, 2]
+    assert rows_in(tmp_path / "c.sqlite") == 5  # visible to another connection: committed
 
 
 def test_key_covers_model_messages_params_sample_not_meta():

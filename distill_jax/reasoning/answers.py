@@ -44,7 +44,7 @@ ABS_TOL = Fraction(1, 10**6)
 # --- one number token -------------------------------------------------------------------------------
 # A minus is a sign only where it cannot be a binary operator or a hyphen (`10-3`, `3-4 days`).
 _SIGN = r"(?P<sign>(?<![\w)\]}.])[-−–])?"
-_CUR = r"(?:\\?\$|€|£)?\s?"
+_CUR = r"(?:(?:\\?\$|€|£)\s?)?"
 _DIGITS = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+"
 _EXP = r"(?:[eE](?P<e1>[-+]?\d+)|\s?(?:[x×*]|\\times|\\cdot)\s?10\s?(?:\^|\*\*)\s?\{?\s?(?P<e2>[-−]?\d+)\s?\}?)"
 
@@ -184,17 +184,31 @@ def _segment_answer(segment: str) -> Fraction | None:
     return found[0] if found else None
 
 
+_BRACE = re.compile(r"[{}]")
+_MAX_CANDIDATES = 32  # markers tried, latest first: a real answer is among the last few, garbage repeats them
+_TAIL = 2_000  # characters searched first for the last number (an output can be long garbage)
+
+
 def _boxed_contents(text: str) -> list[tuple[int, str]]:
-    """(position, inner text) of each `\\boxed{...}`, with nested braces matched."""
-    out = []
-    for m in _BOXED.finditer(text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            out.append((m.start(), text[m.end() : i - 1]))
+    """(position, inner text) of each `\\boxed{...}`, nested braces matched in one linear pass."""
+    starts = {m.end() - 1: m.start() for m in _BOXED.finditer(text)}  # position of its `{` -> of `\\boxed`
+    out, stack = [], []
+    for m in _BRACE.finditer(text):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            opened = stack.pop()
+            if opened in starts:
+                out.append((starts[opened], text[opened + 1 : m.start()]))
     return out
+
+
+def _last_number(text: str) -> Fraction | None:
+    for tail in (text[-_TAIL:], text) if len(text) > _TAIL else (text,):
+        found = _numbers(_clean(tail))
+        if found:
+            return found[-1]
+    return None
 
 
 def extract_answer(text: str) -> str | None:
@@ -203,12 +217,12 @@ def extract_answer(text: str) -> str | None:
         return None
     candidates: list[tuple[int, str]] = _boxed_contents(text)
     candidates += [(m.start(), text[m.end() : m.end() + 200]) for m in _MARKERS.finditer(text)]
-    for _, segment in sorted(candidates, key=lambda c: -c[0]):
+    for _, segment in sorted(candidates, key=lambda c: -c[0])[:_MAX_CANDIDATES]:
         value = _segment_answer(segment)
         if value is not None:
             return canonical(value)
-    found = _numbers(_clean(text))
-    return canonical(found[-1]) if found else None
+    value = _last_number(text)
+    return None if value is None else canonical(value)
 
 
 def _as_fraction(s: str) -> Fraction | None:

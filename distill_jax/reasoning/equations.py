@@ -1,6 +1,7 @@
 """Solve an Equation-of-Thought (EoT) rationale with sympy; the answer is the value of the variable `ans`.
 
-Format: one equation per line (`apples = 3 * boxes`, `2x + 5 = 17`; unknowns may sit on either side);
+Format: one equation per line (`apples = 3 * boxes`, `2x + 5 = 17`; unknowns may sit on either side; a line
+may also hold several, separated by `;` or `,`: `x = 3, y = 4`);
 lines starting with `%` (or `#`, which some teachers use) are comments. A `%` written right after a number is
 a percent (`20%` is 20/100); any other `%` or a `#` (`speed = 160 / 2  % km per hour`) starts a trailing
 comment.
@@ -61,6 +62,21 @@ class EquationError(ValueError):
     pass
 
 
+def _check(lineno: int, line: str) -> str:
+    """`line` when it is arithmetic/equation text; EquationError naming the line otherwise."""
+    if not _ALLOWED.fullmatch(line) or "," in line:
+        bad = sorted(set(re.sub(r"[A-Za-z0-9_.+\-*/^()= \t]", "", line)))
+        raise EquationError(f"line {lineno}: not an equation (characters {''.join(bad)!r})")
+    if "=" not in line:
+        raise EquationError(f"line {lineno}: not an equation (no '=')")
+    for name in _NAME.findall(line):
+        if "__" in name or keyword.iskeyword(name):
+            raise EquationError(f"line {lineno}: name {name!r} not allowed")
+    if _ADJACENT_NAMES.search(line):
+        raise EquationError(f"line {lineno}: not an equation (words side by side)")
+    return line
+
+
 def _lines(text: str) -> list[tuple[int, str]]:
     """(line number, cleaned equation text) for each equation line; raises EquationError on prose."""
     if len(text) > MAX_TEXT_CHARS:
@@ -75,19 +91,12 @@ def _lines(text: str) -> list[tuple[int, str]]:
         for old, new in _REPLACE.items():
             line = line.replace(old, new)
         line = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), line)
-        if not line:
-            continue
-        if not _ALLOWED.fullmatch(line) or "," in line:
-            bad = sorted(set(re.sub(r"[A-Za-z0-9_.+\-*/^()= \t]", "", line)))
-            raise EquationError(f"line {lineno}: not an equation (characters {''.join(bad)!r})")
-        if "=" not in line:
-            raise EquationError(f"line {lineno}: not an equation (no '=')")
-        for name in _NAME.findall(line):
-            if "__" in name or keyword.iskeyword(name):
-                raise EquationError(f"line {lineno}: name {name!r} not allowed")
-        if _ADJACENT_NAMES.search(line):
-            raise EquationError(f"line {lineno}: not an equation (words side by side)")
-        out.append((lineno, line))
+        # `x = 3, y = 4` / `x = 3; y = 4`: several equations on one line.
+        parts = [p.strip() for p in re.split(r"[;,]", line) if p.strip()]
+        if len(parts) > 1 and all("=" in p for p in parts):
+            out += [(lineno, _check(lineno, p)) for p in parts]
+        elif line:
+            out.append((lineno, _check(lineno, line)))
     if not out:
         raise EquationError("no equations")
     if len(out) > MAX_EQUATIONS:

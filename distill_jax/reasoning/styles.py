@@ -1,18 +1,19 @@
 """Rationale styles (DESIGN.md "Styles"): how each style's output text yields its answer, and the student input.
 
-| style  | output text                                                   | answer from                          |
-|--------|---------------------------------------------------------------|--------------------------------------|
-| cot    | steps in words ending `The answer is N.`                      | answers.extract_answer               |
-| pot    | a Python program setting `ans` (or `solution()`)              | sandbox.run_programs                 |
-| eot    | equations, one per line, `ans = ...`                          | equations.solve_many                 |
-| kp_cot | `Core question: ... Key information: ... Solution: <CoT>`     | the Solution section, as cot         |
-| kp_pot | `Core question: ... Key information: ... Solution: <program>` | the Solution section, as pot         |
-| decomp | `Q1: ...` / `A1: ...` lines, then `The answer is N.`          | the final `The answer is N.`, else the last `Ak:` answer |
-| dss    | the label task's output: `The answer is N.` (or just `N`)     | answers.extract_answer               |
+| style  | output text                                               | answer from                        |
+|--------|-----------------------------------------------------------|------------------------------------|
+| cot    | steps in words ending `The answer is N.`                  | answers.extract_answer             |
+| pot    | a Python program setting `ans` (or `solution()`)          | sandbox.run_programs               |
+| eot    | equations, one per line, `ans = ...`                      | equations.solve_many               |
+| kp_cot | `Core question: ... Key information: ... Solution: <CoT>` | the Solution section, as cot       |
+| kp_pot | `Core question: ... Key information: ... Solution: <PoT>` | the Solution section, as pot       |
+| decomp | `Q1: ...` / `A1: ...` lines, then `The answer is N.`      | the final `The answer is N.`, else |
+|        |                                                           | the number in the last `Ak:` line  |
+| dss    | the label task's output: `The answer is N.` (or just `N`) | answers.extract_answer             |
 
 Programs come from teachers as they write them: inside ```python fences (the first python fence is the
 program) or bare with prose before/after (`Here is the code:` ... `The answer is 42.`); prose lines around a
-bare program are dropped until what remains compiles. A program that sets no `ans` but prints is read from
+bare program (lines that neither compile alone nor open a block) are dropped from both ends. A program that sets no `ans` but prints is read from
 its output: the last number printed (`print(total)` is how many teachers end).
 
 Distilling step-by-step trains two tasks on one input: `student_input(q, "dss")` is the label task

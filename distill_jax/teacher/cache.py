@@ -1,9 +1,11 @@
-"""Durable teacher-response cache: SQLite in WAL mode, one row per request key, committed per response.
+"""Durable teacher-response cache: SQLite in WAL mode, one row per request key, committed as responses arrive.
 
 Paid generations must survive crashes (a kill -9 loses at most the calls in flight), so every `put` is its
-own transaction. `synchronous=NORMAL` in WAL mode keeps committed rows across a process crash; only an OS
-crash or power loss could drop the last few, and it saves an fsync per response. The stored request is the
-canonical request (model, messages, sampling params, sample index): never headers, so never the API key.
+own transaction; the async client commits through `TickCommitter`, which puts the replies that arrive in the
+same event-loop tick into one transaction before reporting any of them. `synchronous=NORMAL` in WAL mode
+keeps committed rows across a process crash; only an OS crash or power loss could drop the last few, and it
+saves an fsync per commit. The stored request is the canonical request (model, messages, sampling params,
+sample index): never headers, so never the API key.
 """
 from __future__ import annotations
 

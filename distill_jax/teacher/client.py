@@ -378,7 +378,7 @@ class TeacherClient:
         cfg = self.cfg
         payload = canonical_json(chat_body(cfg.model, request, n)).encode("utf-8")
         est_prompt, est_completion = self._est_prompt(request), n * self._est_completion(request)
-        est_usd = cfg.cost(est_prompt, est_completion)
+        est_usd = cfg.cost(est_prompt, est_completion) if cfg.budget_usd > 0 else 0.0
         failure = Failure("server_error", "not attempted", False)
         for attempt in range(cfg.max_retries + 1):
             if not self._reserve_budget(est_usd):
