@@ -119,11 +119,13 @@ def test_weights_from_style_and_task():
             return [[3, 1] for _ in texts]
 
     recs = [{"question": "q", "style": "dss", "rationale": "r", "meta": {"task": "label"}},
-            {"question": "q", "style": "dss", "rationale": "r", "meta": {"task": "rationale"}},
+            {"question": "q", "style": "dss", "rationale": "r", "meta": {"task": "rationale", "weight": 3.0}},
             {"question": "q", "style": "pot", "rationale": "r", "meta": {}}]
     cfg = B.DataConfig(style_weights={"dss": 2.0}, task_weights={"rationale": 0.5})
     ex, _ = B.tokenize(recs, Tok(), cfg)
-    assert [e.weight for e in ex] == [2.0, 1.0, 1.0]
+    assert [e.weight for e in ex] == [2.0, 3.0, 1.0]  # record's meta.weight x style x task
+    with pytest.raises(DataError, match="r.jsonl:9: meta.weight must be a number >= 0"):
+        B.example_weight({"style": "pot", "meta": {"weight": "x"}, "_where": "r.jsonl:9"}, cfg)
     assert [B.input_text(r) for r in recs] == ["[dss] q", "[dss:rationale] q", "[pot] q"]
     with pytest.raises(DataError, match="f.jsonl:3: unknown style 'nope'"):
         B.input_text({"question": "q", "style": "nope", "_where": "f.jsonl:3"})

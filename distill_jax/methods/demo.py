@@ -61,7 +61,7 @@ def demo_config(run: Path, size: DemoSize, files: dict[str, str], seed: int):
         "train": {"run_dir": "-", "seed": seed, "steps": size.steps_r0, "batch_size": size.batch_size,
                   "eval_every": 0, "checkpoint_every": max(size.steps_r0, size.steps_r1), "log_every": 20,
                   "model": {"init": "scratch", "preset": "tiny", "tokenizer_vocab_size": 600},
-                  "data": {"buckets": [[96, 96], [128, 160]], "eval_fraction": 0.02},
+                  "data": {"buckets": [[64, 96], [96, 160], [128, 256]], "eval_fraction": 0.02},
                   "optim": {"name": "adamw", "learning_rate": 2e-3, "warmup_steps": 100 if size is FULL else 10,
                             "schedule": "cosine", "end_lr_factor": 0.1}},
         "eval": {"problems": [files["test_id"], files["test_ood"]], "styles": list(STYLES),

@@ -108,34 +108,48 @@ def _export_round(run: Path, k: int) -> str:
     return str(out)
 
 
-def _evaluate_round(cfg: FddConfig, run: Path, k: int, seed_file: Path) -> dict:
-    from distill_jax.evaluate.evaluate import DecodingConfig, EvalConfig, evaluate
+def _eval_configs(cfg: FddConfig, run: Path, k: int, seed_file: Path):
+    """(test sets config, seed-problem config) for round k's student."""
+    from distill_jax.evaluate.evaluate import DecodingConfig, EvalConfig
 
     decoding = DecodingConfig(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
     train_run = str(run / "train" / f"r{k}")
-    tests = evaluate(EvalConfig(run_dir=train_run, benchmarks=cfg.eval.benchmarks, problems=cfg.eval.problems,
-                                styles=cfg.eval.styles, decoding=decoding, report=False))
-    seed = evaluate(EvalConfig(run_dir=train_run, benchmarks=(), problems=(str(seed_file),),
-                               styles=(cfg.solve_style,), decoding=decoding, vote=False, report=False))
+    tests = EvalConfig(run_dir=train_run, benchmarks=cfg.eval.benchmarks, problems=cfg.eval.problems,
+                       styles=cfg.eval.styles, decoding=decoding, report=False)
+    seed = EvalConfig(run_dir=train_run, benchmarks=(), problems=(str(seed_file),), styles=(cfg.solve_style,),
+                      decoding=decoding, vote=False, report=False)
+    return tests, seed
+
+
+def _seed_predictions(cfg: FddConfig, run: Path, k: int, step: int, seed_file: Path) -> list[dict]:
+    from distill_jax.evaluate.evaluate import result_dir
+
+    _, seed_cfg = _eval_configs(cfg, run, k, seed_file)
+    path = result_dir(seed_cfg, step, seed_file.stem, cfg.solve_style) / "predictions.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _evaluate_round(cfg: FddConfig, run: Path, k: int, seed_file: Path) -> dict:
+    from distill_jax.evaluate.evaluate import evaluate
+
+    tests_cfg, seed_cfg = _eval_configs(cfg, run, k, seed_file)
+    tests, seed = evaluate(tests_cfg), evaluate(seed_cfg)
     accuracy = {f"{m['benchmark']}/{m['style']}": {"accuracy": m["accuracy"], "n": m["n"]} for m in tests}
     accuracy[f"seed/{cfg.solve_style}"] = {"accuracy": seed[0]["accuracy"], "n": seed[0]["n"]}
     return {"round": k, "step": seed[0]["step"], "accuracy": accuracy}
 
 
-def _split(run: Path, k: int, step: int, seed_file: Path, style: str) -> dict:
+def _split(cfg: FddConfig, run: Path, k: int, step: int, seed_file: Path) -> dict:
     """Easy (solved) / hard (not solved) seed problems according to round k's predictions."""
-    path = run / "train" / f"r{k}" / "eval" / str(step) / seed_file.stem / style / "predictions.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = _seed_predictions(cfg, run, k, step, seed_file)
     split = {"easy": [r["id"] for r in rows if r["correct"]], "hard": [r["id"] for r in rows if not r["correct"]]}
     (run / "fdd").mkdir(parents=True, exist_ok=True)
     (run / "fdd" / f"split_r{k}.json").write_text(json.dumps(split), encoding="utf-8")
     return {"easy": len(split["easy"]), "hard": len(split["hard"])}
 
 
-def _hard_accuracy(run: Path, k: int, step: int, seed_file: Path, style: str, hard_ids: set[str]) -> dict:
-    path = run / "train" / f"r{k}" / "eval" / str(step) / seed_file.stem / style / "predictions.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    hard = [r for r in rows if r["id"] in hard_ids]
+def _hard_accuracy(cfg: FddConfig, run: Path, k: int, step: int, seed_file: Path, hard_ids: set[str]) -> dict:
+    hard = [r for r in _seed_predictions(cfg, run, k, step, seed_file) if r["id"] in hard_ids]
     return {"accuracy": sum(r["correct"] for r in hard) / len(hard) if hard else 0.0, "n": len(hard)}
 
 
@@ -187,12 +201,12 @@ def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None) -> list[di
         train_cfg = _round_train_config(cfg, run, k)
         stages.run(f"r{k}_train", lambda: dataclasses.asdict(train(train_cfg)))
         record = stages.run(f"r{k}_eval", lambda: _evaluate_round(cfg, run, k, seed_file))
-        split = stages.run(f"r{k}_split", lambda: _split(run, k, record["step"], seed_file, cfg.solve_style))
+        split = stages.run(f"r{k}_split", lambda: _split(cfg, run, k, record["step"], seed_file))
         if hard0 is None:
             hard0 = set(json.loads((run / "fdd" / "split_r0.json").read_text(encoding="utf-8"))["hard"])
         record = dict(record, split=split)
         record["accuracy"]["seed_hard_r0/" + cfg.solve_style] = _hard_accuracy(
-            run, k, record["step"], seed_file, cfg.solve_style, hard0)
+            cfg, run, k, record["step"], seed_file, hard0)
         rounds.append(record)
         (run / "fdd" / "rounds.json").write_text(json.dumps(rounds, indent=2), encoding="utf-8")
     return rounds

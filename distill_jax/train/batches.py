@@ -154,6 +154,16 @@ def suggest_buckets(encoded: Sequence[tuple[Sequence[int], Sequence[int]]], n: i
     return sorted({(up(li[g].max()), up(lt[g].max())) for g in groups}, key=lambda b: (b[0] + b[1], b))
 
 
+def example_weight(record: dict, cfg: DataConfig) -> float:
+    """The record's own `meta.weight` (DSS's label/rationale balance) x its style's x its DSS task's weight."""
+    meta = record.get("meta") or {}
+    own = meta.get("weight", 1.0)
+    if isinstance(own, bool) or not isinstance(own, (int, float)) or not own >= 0:
+        raise DataError(f"{record.get('_where', 'rationale record')}: meta.weight must be a number >= 0, got {own!r}")
+    task = meta.get("task")
+    return float(own) * cfg.style_weights.get(record["style"], 1.0) * (cfg.task_weights.get(task, 1.0) if task else 1.0)
+
+
 def tokenize(records: Sequence[dict], tokenizer: TokenizerLike, cfg: DataConfig,
              buckets: Sequence[tuple[int, int]] | None = None,
              encoded: Sequence[tuple[list[int], list[int]]] | None = None) -> tuple[list[Example], dict]:
@@ -166,6 +176,7 @@ def tokenize(records: Sequence[dict], tokenizer: TokenizerLike, cfg: DataConfig,
     max_tgt = max(b[1] for b in buckets)
     out = []
     for rec, (inp, tgt) in zip(records, encoded):
+        weight = example_weight(rec, cfg)
         if len(inp) > max_in or len(tgt) > max_tgt:
             if cfg.overflow == "drop":
                 stats["dropped"] += 1
@@ -174,8 +185,6 @@ def tokenize(records: Sequence[dict], tokenizer: TokenizerLike, cfg: DataConfig,
             inp, tgt = inp[:max_in], tgt[:max_tgt]
         bucket = next(i for i, (bi, bt) in enumerate(buckets) if len(inp) <= bi and len(tgt) <= bt)
         stats["per_bucket"][bucket] += 1
-        task = (rec.get("meta") or {}).get("task")
-        weight = cfg.style_weights.get(rec["style"], 1.0) * (cfg.task_weights.get(task, 1.0) if task else 1.0)
         out.append(Example(list(inp), list(tgt), weight, bucket, rec["style"]))
     return out, stats
 
@@ -292,6 +301,6 @@ def token_stats(examples: Sequence[Example]) -> dict[str, Any]:
 
 __all__ = [
     "DataConfig", "Example", "LABEL_PAD", "input_text", "resolve_files", "read_records", "split_records",
-    "encode", "suggest_buckets", "tokenize", "epoch_plan", "local_rows", "build_rows", "to_global", "BatchIterator", "eval_batches",
+    "encode", "suggest_buckets", "example_weight", "tokenize", "epoch_plan", "local_rows", "build_rows", "to_global", "BatchIterator", "eval_batches",
     "token_stats",
 ]

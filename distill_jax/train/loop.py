@@ -189,13 +189,13 @@ def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
         tokenizer, tok_dir = _tokenizer(cfg, records)
         train_recs, eval_recs = B.split_records(records, cfg.data)
         train_enc = B.encode(train_recs, tokenizer)
+        buckets = (B.suggest_buckets(train_enc, cfg.data.auto_buckets) if cfg.data.auto_buckets
+                   else list(cfg.data.buckets))
+        train_ex, stats = B.tokenize(train_recs, tokenizer, cfg.data, buckets, train_enc)
+        eval_ex, _ = B.tokenize(eval_recs, tokenizer, cfg.data, buckets)
     except DataError as e:  # a malformed rationale file: name file:line, no traceback
         raise ConfigError(f"data.rationales: {e}") from e
     config = _model_config(cfg, tokenizer.vocab_size)
-    buckets = (B.suggest_buckets(train_enc, cfg.data.auto_buckets) if cfg.data.auto_buckets
-               else list(cfg.data.buckets))
-    train_ex, stats = B.tokenize(train_recs, tokenizer, cfg.data, buckets, train_enc)
-    eval_ex, _ = B.tokenize(eval_recs, tokenizer, cfg.data, buckets)
     stats = {**stats, "train": B.token_stats(train_ex), "eval_examples": len(eval_ex)}
     stats["buckets"] = buckets
     log.info("data: %d train / %d eval examples; buckets %s hold %s", len(train_ex), len(eval_ex), buckets,
