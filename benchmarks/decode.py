@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -158,16 +159,18 @@ def main(argv: list[str] | None = None) -> int:
               "(best ours vs HF) | our compile s |\n|---|---|---|---|---|---|---|")
     print(header, flush=True)
     load, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    command = "XLA_FLAGS=--xla_force_host_platform_device_count=2 .venv/bin/python benchmarks/decode.py " + " ".join(
+    command = "XLA_FLAGS=--xla_force_host_platform_device_count=2 .venv/bin/python benchmarks/decode.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])
 
     def body_for(rows: list[dict]) -> str:
         table = "\n".join([header] + [_line(r, r["batch"] * args.new_tokens) for r in rows])
+        now = os.getloadavg()
         return (f"## Greedy decoding: ours vs HF `generate`\n\n"
                 f"Greedy, {args.new_tokens} new tokens forced on both sides, inputs of {args.input_len} tokens, "
                 f"random weights, fp32, median of {args.repeats} timed run(s) after a warm-up; new tokens per second "
                 f"(higher is better).\nMachine: {_cpu_name()}, {os.cpu_count()} CPU cores, load average at start "
-                f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} ({started}), torch {torch.__version__} "
+                f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} ({started}), at the last row {now[0]:.1f}, {now[1]:.1f}, "
+                f"{now[2]:.1f}, torch {torch.__version__} "
                 f"({args.threads} threads), jax {jax.__version__} ({jax.device_count()} CPU devices).\n"
                 f"Command: `{command.strip()}`\n\n{table}\n" + (f"\n{args.note}\n" if args.note else ""))
 

@@ -21,7 +21,7 @@ import pytest
 from distill_jax.teacher.batch_api import state_path
 from distill_jax.teacher.cache import ResponseCache, TickCommitter
 from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, ClientConfig, TeacherClient
-from distill_jax.teacher.fake_server import FakeServer, content_key
+from distill_jax.teacher.fake_server import FakeServer
 
 MODEL = "fake-model"
 SECRET = "sk-fake-BATCHSECRET-0123456789abcdef"
@@ -39,7 +39,7 @@ def make_client(url: str, cache_path: Path, batch: bool = False) -> TeacherClien
 
 
 def served(server: FakeServer, request: ChatRequest) -> int:
-    return server.served[content_key({"model": MODEL, "messages": list(request.messages), **dict(request.params)})]
+    return server.served[request.content_key(MODEL)]
 
 
 def start_child(url: str, cache_path: Path, mode: str, count: int) -> subprocess.Popen:

@@ -42,11 +42,13 @@ def prompts(count: int, samples: int = 1, **params) -> list[ChatRequest]:
 
 
 def served_for(server: FakeServer, request: ChatRequest) -> int:
-    return server.served[content_key({"model": MODEL, "messages": list(request.messages), **dict(request.params)})]
+    """Samples the server returned successfully for this prompt (what was paid)."""
+    return server.served[request.content_key(MODEL)]
 
 
 def received_for(server: FakeServer, request: ChatRequest) -> int:
-    return server.received[content_key({"model": MODEL, "messages": list(request.messages), **dict(request.params)})]
+    """Requests the server received for this prompt, failed ones included."""
+    return server.received[request.content_key(MODEL)]
 
 
 def test_retry_after_429_is_honoured(server, tmp_path):
@@ -108,6 +110,9 @@ def test_n_samples_in_one_request(server, tmp_path):
     results = client.run_sync(prompts(2, samples=4, temperature=0.7))
     assert all(r.ok for r in results)
     assert client.usage.requests_sent == 2  # one request with n=4 per prompt
+    first = results[0].request  # the server counts per prompt as the client groups them, `n` aside
+    assert content_key({"model": MODEL, "messages": list(first.messages), "temperature": 0.7, "n": 4}) == \
+        first.content_key(MODEL)
     assert [r.text.endswith(f"[choice {r.request.sample}]") for r in results] == [True] * 8
     assert len({r.key for r in results}) == 8 and len(client.cache) == 8
     rows = client.cache.get_many(r.key for r in results)

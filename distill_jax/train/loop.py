@@ -48,7 +48,7 @@ class TrainResult:
     last_checkpoint: int | None
     eval_loss: float | None
     final_metrics: dict[str, float]
-    tokens_per_second: float
+    tokens_per_second: float  # non-pad target tokens / wall time of the loop, compile included
     data_stats: dict[str, Any]
 
 
