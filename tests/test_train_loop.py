@@ -105,6 +105,7 @@ def test_stop_and_resume_sees_the_same_batches(env, reference):
     _assert_same_params(load_params(run)[1], reference["params"])
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resumes(env, reference):
     cfg = _cfg_dict(env, "preempted", reference["tokenizer"])
     run = Path(cfg["run_dir"])
@@ -136,6 +137,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(env, reference):
     """2 processes x 4 CPU devices (jax.distributed on 127.0.0.1) = the reference's 8-device data mesh.
 

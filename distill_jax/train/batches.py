@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import logging
 from pathlib import Path
 from typing import Any, Iterator, Literal, Protocol, Sequence
 
@@ -31,7 +30,6 @@ import numpy as np
 from distill_jax.config import ConfigError
 from distill_jax.data.records import DataError, check_rationale_record, iter_jsonl
 
-log = logging.getLogger(__name__)
 
 LABEL_PAD = -100  # ignored by the loss, as in HF
 

@@ -12,7 +12,6 @@ restored straight into another.
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from distill_jax.config import ConfigError
 from distill_jax.model.t5 import T5Config, init_params
 from distill_jax.train.state import TrainState
 
-log = logging.getLogger(__name__)
 
 ITEMS = ("params", "train", "data", "meta")
 
