@@ -129,6 +129,9 @@ def test_weights_from_style_and_task():
     assert [B.input_text(r) for r in recs] == ["[dss] q", "[dss:rationale] q", "[pot] q"]
     with pytest.raises(DataError, match="f.jsonl:3: unknown style 'nope'"):
         B.input_text({"question": "q", "style": "nope", "_where": "f.jsonl:3"})
+    # methods that build their own input (PaD refine, decomposer/solver) carry it in meta.input
+    refine = {"question": "q", "style": "pot", "meta": {"task": "refine", "input": "[pot:refine] q\nProgram:\nx = 1"}}
+    assert B.input_text(refine) == "[pot:refine] q\nProgram:\nx = 1"
 
 
 def test_schedules():

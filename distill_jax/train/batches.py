@@ -79,10 +79,14 @@ class Example:
 
 
 def input_text(record: dict) -> str:
-    """The student's input for a record: `styles.student_input` with the DSS task from `meta.task`."""
+    """The student's input for a record: `meta.input` verbatim when a method built it (PaD refine,
+    Divide-or-Conquer decomposer/solver), else `styles.student_input` with the DSS task from `meta.task`."""
     from distill_jax.reasoning.styles import student_input
 
-    task = (record.get("meta") or {}).get("task")
+    meta = record.get("meta") or {}
+    if isinstance(meta.get("input"), str) and meta["input"].strip():
+        return meta["input"]
+    task = meta.get("task")
     try:
         return student_input(record["question"], record["style"], task=task)
     except (KeyError, ValueError) as e:
