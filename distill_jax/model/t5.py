@@ -29,7 +29,7 @@ KV-cache decoding (used by model/decode.py):
     cache = init_cache(config, batch, max_len)                       # zeros
     ckv = model.apply({"params": p}, enc, method=T5.cross_kv)        # once per input
     logits, cache = model.apply({"params": p}, token, pos, cache, ckv, enc_mask, method=T5.decode_step)
-Every leaf of `cache` and `ckv` is [batch, length, num_heads, d_kv] (batch on axis 0, so beam search reorders
+Every leaf of `cache` and `ckv` is [batch, num_heads, length, d_kv] (batch on axis 0, so beam search reorders
 rows with one tree_map).
 """
 from __future__ import annotations
@@ -231,18 +231,20 @@ class Attention(nn.Module):
         return x.reshape(*x.shape[:-1], self.config.num_heads, self.config.d_kv)
 
     def project_kv(self, x: Array) -> dict[str, Array]:
-        return {"k": self._split(self.k(x)), "v": self._split(self.v(x))}
+        # Heads before length: XLA's CPU dot wants [B, H, K, d_kv]; with [B, K, H, d_kv] the decode loop
+        # transposed every cached K/V on every step (measured: ~2x fewer decode tokens/s at batch 128).
+        return {"k": jnp.swapaxes(self._split(self.k(x)), 1, 2), "v": jnp.swapaxes(self._split(self.v(x)), 1, 2)}
 
     def attend(self, x: Array, kv: dict[str, Array], bias: Array | None, mask: Array, deterministic: bool) -> Array:
-        """x [B,Q,D] attends to kv [B,K,H,d_kv]; bias [1,H,Q,K] or None; mask bool, broadcastable to [B,H,Q,K]."""
+        """x [B,Q,D] attends to kv [B,H,K,d_kv]; bias [1,H,Q,K] or None; mask bool, broadcastable to [B,H,Q,K]."""
         q = self._split(self.q(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, kv["k"].astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = jnp.einsum("bqhd,bhkd->bhqk", q, kv["k"].astype(q.dtype), preferred_element_type=jnp.float32)
         if bias is not None:
             scores = scores + bias
         weights = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1)
         weights = self.dropout(weights, deterministic=deterministic)
         v = kv["v"].astype(q.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+        out = jnp.einsum("bhqk,bhkd->bqhd", weights.astype(v.dtype), v)
         return self.o(out.reshape(*out.shape[:2], -1))
 
 
@@ -308,8 +310,8 @@ class Block(nn.Module):
         h = self.self_attn_norm(x)
         new = self.self_attn.project_kv(h)
         cache = {name: jax.lax.dynamic_update_slice(cache[name], new[name].astype(cache[name].dtype),
-                                                    (0, position, 0, 0)) for name in ("k", "v")}
-        mask = (jnp.arange(cache["k"].shape[1]) <= position)[None, None, None, :]
+                                                    (0, 0, position, 0)) for name in ("k", "v")}
+        mask = (jnp.arange(cache["k"].shape[2]) <= position)[None, None, None, :]
         x = x + self.self_attn.attend(h, cache, bias, mask, True)
         return self._cross_and_mlp(x, cross_kv, cross_mask, True), cache
 
@@ -349,7 +351,7 @@ class Stack(nn.Module):
         return {f"block_{i}": block.cross_kv(encoder_hidden) for i, block in enumerate(self.block)}
 
     def step(self, x: Array, position: Array, cache: dict, cross_kv: dict, cross_mask: Array) -> tuple[Array, dict]:
-        max_len = cache["block_0"]["k"].shape[1]
+        max_len = cache["block_0"]["k"].shape[2]
         bias = self.position_bias(jnp.reshape(position, (1,)), jnp.arange(max_len))
         new_cache = {}
         for i, block in enumerate(self.block):
@@ -421,8 +423,8 @@ class T5(nn.Module):
 
 
 def init_cache(config: T5Config, batch: int, max_len: int) -> dict[str, dict[str, Array]]:
-    """Zeroed self-attention K/V for every decoder layer: {"block_i": {"k", "v"}} of [B, max_len, H, d_kv]."""
-    shape = (batch, max_len, config.num_heads, config.d_kv)
+    """Zeroed self-attention K/V for every decoder layer: {"block_i": {"k", "v"}} of [B, H, max_len, d_kv]."""
+    shape = (batch, config.num_heads, max_len, config.d_kv)
     return {f"block_{i}": {"k": jnp.zeros(shape, config.compute_dtype), "v": jnp.zeros(shape, config.compute_dtype)}
             for i in range(config.num_decoder_layers)}
 
