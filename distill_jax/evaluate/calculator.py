@@ -6,6 +6,9 @@ wrong (or missing) is cut after its `=`, the computed value and `>>` appended, a
 longer prefix. Greedy decoding is deterministic, so the re-decoded part up to the cut is what the student
 wrote; a row is final once it has no wrong annotation left. Rounds are bounded by the number of annotations
 a row corrects (and by `max_rounds`); each round only decodes rows that changed.
+Cost (tiny test T5, 64 CoT inputs, 24 new tokens, batch 32, 2 CPU devices, best of 3 after the one extra
+compile per bucket): nothing to correct 0.30 s in 1 round vs plain greedy 0.31 s; one wrong annotation per
+row 0.63 s in 2 rounds, i.e. each round of corrections costs about one plain decode of the rows it re-decodes.
 """
 from __future__ import annotations
 
@@ -18,8 +21,14 @@ from distill_jax.reasoning.calculator import first_correction
 
 def generate_with_calculator(params: Any, config: Any, tokenizer: Any, inputs: Sequence[str],
                              max_new_tokens: int, batch_size: int, *, mesh: Any = None,
-                             max_rounds: int = 16, stats: dict | None = None) -> list[str]:
-    """Greedy outputs with every computable `<<expr=value>>` forced to the right value, in input order."""
+                             starts: Sequence[str] | None = None, max_rounds: int = 16,
+                             stats: dict | None = None) -> list[str]:
+    """Greedy outputs with every computable `<<expr=value>>` forced to the right value, in input order.
+
+    `starts` (one text per input) is what each output is forced to begin with, as if the student had written
+    it: annotations in it are checked like the student's own. `stats` receives rounds and corrections."""
+    if starts is not None and len(starts) != len(inputs):
+        raise ValueError(f"starts has {len(starts)} texts for {len(inputs)} inputs")
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
@@ -29,7 +38,7 @@ def generate_with_calculator(params: Any, config: Any, tokenizer: Any, inputs: S
     encoded = tokenizer.encode_batch(list(inputs))
     limit = max(DEFAULT_BUCKETS)
     encoded = [ids if len(ids) <= limit else ids[: limit - 1] + [tokenizer.eos_id] for ids in encoded]
-    prefixes: list[list[int]] = [[] for _ in encoded]
+    prefixes = [tokenizer.encode(s, add_eos=False) if s else [] for s in starts] if starts else [[] for _ in encoded]
     results: list[str | None] = [None] * len(encoded)
     pending = list(range(len(encoded)))
     sharding = NamedSharding(mesh, P("data")) if mesh is not None else None
@@ -67,7 +76,7 @@ def generate_with_calculator(params: Any, config: Any, tokenizer: Any, inputs: S
                         results[i] = text
                         continue
                     forced = tokenizer.encode(text[: fix.cut] + fix.forced, add_eos=False)
-                    if len(forced) >= max_new_tokens or forced == prefixes[i]:
+                    if len(forced) > max_new_tokens or forced == prefixes[i]:
                         results[i] = text  # no room left, or the forced text does not tokenize stably
                         continue
                     corrections += 1

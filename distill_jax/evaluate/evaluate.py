@@ -4,9 +4,10 @@ For each (step, benchmark, style, decoding) the student decodes every problem (j
 the model package, length-bucketed, batch sharded over all devices), the answer is read per style by the
 reasoning package (sandboxed PoT, sympy EoT, parsed CoT) and compared with gold. Results land in
 `RUN/eval/<step>/<benchmark>/<style>[@<decoding>]/{predictions.jsonl,metrics.json}`; a combination whose
-metrics.json carries the same fingerprint (data file hash, count, decoding settings) is skipped, so
-`--step all` after more training only does the new work. A checkpoint that fails to load is reported and the
-other steps are still evaluated.
+metrics.json carries the same fingerprint (data file hash, count, decoding settings, and the checkpoint's commit
+time or the HF weight files' size and mtime, so a re-trained step or a re-exported model is scored again) is
+skipped, so `--step all` after more training only does the new work. A checkpoint that fails to load is
+reported and the other steps are still evaluated; the run then ends in `EvalFailed` (exit code 1).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from typing import Any, Literal
 
 from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
-from distill_jax.data.problems import Problem, load_problems, resolve_benchmark
-from distill_jax.data.records import write_jsonl
+from distill_jax.data.problems import BENCHMARKS, Problem, load_problems, resolve_benchmark
+from distill_jax.data.records import DataError, write_jsonl
 from distill_jax.evaluate.voting import majority_vote
 from distill_jax.reasoning.answers import answers_match
 from distill_jax.reasoning.styles import STYLES, get_style, student_input
@@ -103,13 +104,22 @@ class Benchmark:
 
 
 def load_benchmarks(cfg: EvalConfig) -> list[Benchmark]:
+    unknown = [name for name in cfg.benchmarks if name not in BENCHMARKS]
+    if unknown:
+        raise ConfigError(f"benchmarks: unknown {unknown}; known: {sorted(BENCHMARKS)} (or pass --problems FILE)")
     out = []
-    specs = [(name, resolve_benchmark(name, cfg.data_dir)) for name in cfg.benchmarks]
+    try:
+        specs = [(name, resolve_benchmark(name, cfg.data_dir)) for name in cfg.benchmarks]
+    except DataError as e:
+        raise ConfigError(f"benchmarks: {e}") from e
     specs += [(Path(p).stem, Path(p)) for p in cfg.problems]
     for name, path in specs:
         if not path.is_file():
             raise ConfigError(f"benchmark {name!r}: no file at {path}")
-        problems = load_problems(str(path))
+        try:
+            problems = load_problems(str(path))
+        except DataError as e:
+            raise ConfigError(f"benchmark {name!r}: {e}") from e
         if cfg.limit:
             problems = problems[: cfg.limit]
         out.append(Benchmark(name, path, _sha256(path), problems))
@@ -128,6 +138,8 @@ class Student:
 
 def available_steps(cfg: EvalConfig) -> list[int | str]:
     if cfg.model is not None:
+        if not (Path(cfg.model) / "config.json").is_file():
+            raise ConfigError(f"model: {cfg.model} is not a Hugging Face model directory (no config.json)")
         return ["hf"]
     from distill_jax.train.checkpoint import Checkpointer, ckpt_dir
 
@@ -179,10 +191,25 @@ def result_dir(cfg: EvalConfig, step: int | str, bench: str, style: str) -> Path
     return eval_root(cfg) / str(step) / bench / (style if tag == DecodingConfig().tag() else f"{style}@{tag}")
 
 
-def fingerprint(cfg: EvalConfig, bench: Benchmark, style: str) -> dict:
+def model_identity(cfg: EvalConfig, step: int | str) -> dict:
+    """Cheap identity of the weights a step names, read without loading them (None parts when unreadable)."""
+    if cfg.model is not None:
+        model = Path(cfg.model)
+        files = sorted(p for p in model.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+        return {"hf_files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
+    from distill_jax.train.checkpoint import ckpt_dir
+
+    try:  # orbax writes the commit time into every finished step
+        meta = json.loads((ckpt_dir(cfg.run_dir) / str(step) / "_CHECKPOINT_METADATA").read_text(encoding="utf-8"))
+        return {"committed_ns": meta.get("commit_timestamp_nsecs")}
+    except (OSError, ValueError):
+        return {"committed_ns": None}
+
+
+def fingerprint(cfg: EvalConfig, bench: Benchmark, style: str, model: dict) -> dict:
     return {
         "benchmark": bench.name, "sha256": bench.sha256, "count": len(bench.problems), "style": style,
-        "decoding": dataclasses.asdict(cfg.decoding),
+        "decoding": dataclasses.asdict(cfg.decoding), "model": model,
     }
 
 
@@ -230,10 +257,10 @@ def _decode_mesh(batch_size: int) -> Any:
     return Mesh(np.array(devices[:n]), ("data",))
 
 
-def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str, mesh: Any) -> dict:
+def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str, mesh: Any, model: dict) -> dict:
     """Decode, read answers, compare; write predictions.jsonl and metrics.json; return the metrics."""
     directory = result_dir(cfg, student.step, bench.name, style)
-    fp = fingerprint(cfg, bench, style)
+    fp = fingerprint(cfg, bench, style, model)
     if is_scored(directory, fp):
         return json.loads((directory / "metrics.json").read_text(encoding="utf-8")) | {"skipped": True}
     inputs = [student_input(p.question, style) for p in bench.problems]
@@ -242,7 +269,7 @@ def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str,
     seconds = time.perf_counter() - start
     flat = [o for outs in outputs for o in outs]
     answers = get_style(style).answers(flat)
-    new_tokens = sum(len(ids) for ids in student.tokenizer.encode_batch(flat))
+    new_tokens = sum(len(ids) for ids in student.tokenizer.encode_batch(flat, add_eos=False))
     rows, errors, pos = [], {}, 0
     correct = first_correct = no_answer = 0
     for problem, inp, outs in zip(bench.problems, inputs, outputs):
@@ -280,8 +307,9 @@ def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str,
     return metrics
 
 
-def vote_styles(cfg: EvalConfig, step: int | str, bench: Benchmark) -> dict:
-    """Majority over every style's (and sample's) answers, styles in config order (the tie-break order)."""
+def vote_styles(cfg: EvalConfig, step: int | str, bench: Benchmark, fp: dict | None = None) -> dict:
+    """Majority over every style's (and sample's) answers, styles in config order (the tie-break order).
+    `fp` (the voters' fingerprints) is stored so that an unchanged vote is not redone."""
     per_style = []
     for style in cfg.styles:
         path = result_dir(cfg, step, bench.name, style) / "predictions.jsonl"
@@ -307,52 +335,77 @@ def vote_styles(cfg: EvalConfig, step: int | str, bench: Benchmark) -> dict:
         "accuracy": correct / n if n else 0.0, "n": n, "correct": correct, "voters": list(cfg.styles),
         "data": {"file": str(bench.path), "sha256": bench.sha256, "count": n},
         "settings": dataclasses.asdict(cfg.decoding),
-        "tie_break": "first vote in style order " + ",".join(cfg.styles),
+        "tie_break": "first vote in style order " + ",".join(cfg.styles), "fingerprint": fp,
     }
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
 
 
-def evaluate(cfg: EvalConfig, console: Any = None) -> list[dict]:
-    """Run the whole evaluation; returns every metrics dict (skipped ones included, flagged)."""
-    from rich.console import Console
+class EvalFailed(RuntimeError):
+    """Some checkpoints could not be loaded; every other step was evaluated (`results`) and written."""
 
-    console = console or Console()
+    def __init__(self, failures: list[tuple[int | str, str]], results: list[dict]):
+        self.failures, self.results = failures, results
+        listed = "; ".join(f"step {s}: {why}" for s, why in failures)
+        super().__init__(f"{len(failures)} checkpoint(s) could not be evaluated: {listed}")
+
+
+def _stored(directory: Path) -> dict:
+    return json.loads((directory / "metrics.json").read_text(encoding="utf-8")) | {"skipped": True}
+
+
+def evaluate(cfg: EvalConfig, console: Any = None) -> list[dict]:
+    """Run the whole evaluation; returns every metrics dict (skipped ones included, flagged).
+
+    Raises EvalFailed at the end when a checkpoint could not be loaded (after scoring all the others)."""
+    from rich.console import Console
+    from rich.markup import escape  # error texts hold [brackets] that rich would read as markup
+
+    console = console or Console(soft_wrap=True)
     benchmarks = load_benchmarks(cfg)  # bad benchmark names fail before any checkpoint is loaded
     mesh = _decode_mesh(cfg.decoding.batch_size)
+    voting = cfg.vote and (len(cfg.styles) > 1 or cfg.decoding.samples > 1)
     results, failures = [], []
     for step in available_steps(cfg):
-        todo = [(b, s) for b in benchmarks for s in cfg.styles
-                if not is_scored(result_dir(cfg, step, b.name, s), fingerprint(cfg, b, s))]
+        model = model_identity(cfg, step)
+        fps = {(b.name, s): fingerprint(cfg, b, s, model) for b in benchmarks for s in cfg.styles}
+        todo = [k for k, fp in fps.items() if not is_scored(result_dir(cfg, step, k[0], k[1]), fp)]
         student = None
         if todo:
             try:
                 student = load_student(cfg, step)
             except Exception as e:  # one bad checkpoint must not stop the others being scored
                 failures.append((step, f"{type(e).__name__}: {e}"))
-                console.print(f"[red]step {step}: cannot load checkpoint: {type(e).__name__}: {e}[/red]")
+                console.print(f"[red]step {step}: cannot load checkpoint: {escape(f'{type(e).__name__}: {e}')}[/red]")
                 continue
         for bench in benchmarks:
+            scored = []
             for style in cfg.styles:
-                m = score_style(cfg, student, bench, style, mesh) if student else None
-                if m is None:  # scored earlier: read the stored metrics
-                    d = result_dir(cfg, step, bench.name, style)
-                    m = json.loads((d / "metrics.json").read_text(encoding="utf-8")) | {"skipped": True}
-                results.append(m)
+                if (bench.name, style) in todo:
+                    m = score_style(cfg, student, bench, style, mesh, model)
+                else:
+                    m = _stored(result_dir(cfg, step, bench.name, style))
+                scored.append(m)
                 note = " (already scored)" if m.get("skipped") else ""
                 console.print(f"step {step} {bench.name} {style}: {100 * m['accuracy']:.1f}% "
                               f"({m['correct']}/{m['n']}){note}")
-            if cfg.vote and (len(cfg.styles) > 1 or cfg.decoding.samples > 1):
-                m = vote_styles(cfg, step, bench)
+            results += scored
+            if voting:
+                vote_fp = {"voters": [fps[(bench.name, s)] for s in cfg.styles]}
+                vote_dir = result_dir(cfg, step, bench.name, "vote")
+                m = _stored(vote_dir) if is_scored(vote_dir, vote_fp) else vote_styles(cfg, step, bench, vote_fp)
                 results.append(m)
-                console.print(f"step {step} {bench.name} vote: {100 * m['accuracy']:.1f}% ({m['correct']}/{m['n']})")
+                note = " (already scored)" if m.get("skipped") else ""
+                console.print(f"step {step} {bench.name} vote: {100 * m['accuracy']:.1f}% "
+                              f"({m['correct']}/{m['n']}){note}")
     if cfg.report and cfg.run_dir is not None:
         from distill_jax.evaluate.report import write_report
 
         console.print(f"report: {write_report(cfg.run_dir)}")
     if failures:
-        failed = ", ".join(f"{s} ({why})" for s, why in failures)
-        console.print(f"[red]{len(failures)} checkpoint(s) could not be evaluated: {failed}[/red]")
+        error = EvalFailed(failures, results)
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise error
     return results
 
 
@@ -381,5 +434,8 @@ def run(args: argparse.Namespace) -> int:
     if args.styles:
         overrides.append(f"styles=[{args.styles}]")
     cfg = config_lib.load(EvalConfig, args.config, overrides)
-    results = evaluate(cfg)
+    try:
+        results = evaluate(cfg)
+    except EvalFailed:
+        return 1  # already printed, after the results of the steps that could be evaluated
     return 0 if results else 1

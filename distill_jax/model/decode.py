@@ -60,9 +60,13 @@ def _filter_logits(logits: Array, top_k: Array, top_p: Array) -> Array:
 # Only what changes shapes or the program is static; eos, temperature, top-k/p are traced values.
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_samples", "greedy", "filtered"))
 def _token_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Array, rng: Array,
-                temperature: Array, top_k: Array, top_p: Array, *, config: T5Config, max_new_tokens: int,
-                num_samples: int, greedy: bool, filtered: bool) -> tuple[Array, Array]:
-    TRACE_COUNTS["greedy" if greedy else "sample"] += 1
+                temperature: Array, top_k: Array, top_p: Array, prefix_ids: Array | None = None,
+                prefix_len: Array | None = None, *, config: T5Config, max_new_tokens: int, num_samples: int,
+                greedy: bool, filtered: bool) -> tuple[Array, Array]:
+    # A forced prefix (None = none: the pytree has no leaves, so that program is traced as it always was)
+    # is teacher forcing through the same cache: row r emits prefix_ids[r, t] while t < prefix_len[r].
+    forcing = prefix_ids is not None
+    TRACE_COUNTS[("greedy" if greedy else "sample") + ("_prefix" if forcing else "")] += 1
     model, ckv, enc_mask = _encode(params, config, input_ids, attention_mask, num_samples)
     rows = enc_mask.shape[0]
     pad = config.pad_token_id
@@ -77,6 +81,9 @@ def _token_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Ar
             scaled = logits / temperature
             scaled = _filter_logits(scaled, top_k, top_p) if filtered else scaled
             nxt = jax.random.categorical(jax.random.fold_in(rng, step), scaled, axis=-1).astype(jnp.int32)
+        if forcing:  # a row inside its prefix emits no EOS of its own, so `done` cannot end it early
+            forced = jax.lax.dynamic_index_in_dim(prefix_ids, step, axis=1, keepdims=False)
+            nxt = jnp.where(step < prefix_len, forced, nxt)
         nxt = jnp.where(done, pad, nxt)
         out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, step))
         return step + 1, nxt, cache, out, done | (nxt == eos_id)
@@ -161,11 +168,23 @@ def _eos(config: T5Config, eos_id: int | None) -> Array:
 
 
 def greedy(params: Any, config: T5Config, input_ids: Array, attention_mask: Array, max_new_tokens: int, *,
-           eos_id: int | None = None, return_steps: bool = False):
-    """Argmax decoding -> int32 [B, max_new_tokens] (and the number of steps run when return_steps)."""
+           eos_id: int | None = None, return_steps: bool = False, prefix_ids: Array | None = None,
+           prefix_len: Array | None = None):
+    """Argmax decoding -> int32 [B, max_new_tokens] (and the number of steps run when return_steps).
+
+    With prefix_ids int32 [B, max_new_tokens] and prefix_len int32 [B], row r's first prefix_len[r] tokens
+    are forced to prefix_ids[r, :prefix_len[r]] (and are part of the output); argmax takes over after them.
+    Prefix lengths are data: one compiled program serves every prefix of a shape."""
+    if (prefix_ids is None) != (prefix_len is None):
+        raise ValueError("give both prefix_ids and prefix_len, or neither")
+    if prefix_ids is not None and (prefix_ids.shape != (input_ids.shape[0], max_new_tokens)
+                                   or prefix_len.shape != (input_ids.shape[0],)):
+        raise ValueError(f"prefix_ids must be [B, max_new_tokens] = {[input_ids.shape[0], max_new_tokens]} and "
+                         f"prefix_len [B], got {list(prefix_ids.shape)} and {list(prefix_len.shape)}")
     out, steps = _token_loop(params, input_ids, attention_mask, _eos(config, eos_id), jax.random.PRNGKey(0),
-                             jnp.float32(1.0), jnp.int32(0), jnp.float32(1.0), config=config,
-                             max_new_tokens=max_new_tokens, num_samples=1, greedy=True, filtered=False)
+                             jnp.float32(1.0), jnp.int32(0), jnp.float32(1.0), prefix_ids, prefix_len,
+                             config=config, max_new_tokens=max_new_tokens, num_samples=1, greedy=True,
+                             filtered=False)
     return (out, steps) if return_steps else out
 
 
