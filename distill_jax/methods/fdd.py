@@ -3,7 +3,7 @@
 Round 0: the teacher writes verified rationales for the seed problems; the student trains on them.
 Round k >= 1: the round k-1 student solves every seed training problem (style `solve_style`): solved ones are
 *easy*, the others *hard*. The teacher writes a harder variant of each easy problem and a similar new problem for
-each hard one (kept only when independent teacher solutions agree: teacher.new_problems), then rationales for
+each hard one (kept only when independent teacher solutions agree: teacher/fdd_problems.py), then rationales for
 them; the student trains on everything so far. `continue_training` picks between continuing from the previous
 round's student (our default: the paper fine-tunes the student it just evaluated on the enlarged set) and
 training from the initial weights each round.
@@ -154,7 +154,7 @@ def _hard_accuracy(cfg: FddConfig, run: Path, k: int, step: int, seed_file: Path
 
 
 def _new_problems(cfg: FddConfig, run: Path, k: int, seeds: list[Problem]) -> dict:
-    from distill_jax.teacher.generate import new_problems
+    from distill_jax.teacher.fdd_problems import new_problems
 
     split = json.loads((run / "fdd" / f"split_r{k - 1}.json").read_text(encoding="utf-8"))
     by_id = {p.id: p for p in seeds}

@@ -15,6 +15,7 @@ import os
 import random
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -87,6 +88,10 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     messages: tuple[dict, ...]  # ({"role": ..., "content": ...}, ...)
@@ -103,12 +108,19 @@ class ChatRequest:
         return {"model": model, "messages": list(self.messages), "params": dict(self.params), "sample": self.sample}
 
     def key(self, model: str) -> str:
-        return hashlib.sha256(canonical_json(self.canonical(model)).encode("utf-8")).hexdigest()
+        """sha256 of the canonical JSON of `canonical(model)`."""
+        return self.keys(model)[0]
 
     def content_key(self, model: str) -> str:
         """Same for every sample of one prompt: the unit that one `n`-request can serve."""
-        body = {"model": model, "messages": list(self.messages), "params": dict(self.params)}
-        return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+        return self.keys(model)[1]
+
+    def keys(self, model: str) -> tuple[str, str]:
+        """(key, content_key) from one serialisation: "sample" sorts after every content field, so the
+        canonical JSON of the whole request is the content's with the sample appended."""
+        content = canonical_json({"model": model, "messages": list(self.messages), "params": dict(self.params)})
+        whole = f'{content[:-1]},"sample":{int(self.sample)}}}'
+        return _sha256(whole), _sha256(content)
 
     def param(self, name: str, default: Any = None) -> Any:
         return dict(self.params).get(name, default)
@@ -244,10 +256,12 @@ class TeacherClient:
     async def run(self, requests: list[ChatRequest]) -> list[ChatResult]:
         """Results in request order. Cached ones come first (no request sent); `on_result` sees every result."""
         model = self.cfg.model
-        keys = [r.key(model) for r in requests]
         results: list[ChatResult | None] = [None] * len(requests)
-        where: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
+        where: dict[str, list[int]] = {}  # key -> indices of the requests it answers (duplicates are sent once)
+        content_of: dict[str, str] = {}
+        for i, r in enumerate(requests):
+            k, content = r.keys(model)
+            content_of[k] = content
             where.setdefault(k, []).append(i)
 
         def deliver(result: ChatResult) -> None:
@@ -291,13 +305,19 @@ class TeacherClient:
             else:
                 groups: dict[str, list[tuple[str, ChatRequest]]] = {}
                 for k, r in pending:
-                    groups.setdefault(r.content_key(model) if self.cfg.use_n else k, []).append((k, r))
-                sem = asyncio.Semaphore(self.cfg.concurrency)
+                    groups.setdefault(content_of[k] if self.cfg.use_n else k, []).append((k, r))
                 self._committer = TickCommitter(self.cache)
                 self._rpm = TokenBucket(self.cfg.requests_per_minute)
                 self._tpm = TokenBucket(self.cfg.tokens_per_minute)
-                await asyncio.gather(*(self._run_group(pool, sem, sorted(g, key=lambda kr: kr[1].sample), deliver)
-                                       for g in groups.values()))
+                queue = deque(sorted(g, key=lambda kr: kr[1].sample) for g in groups.values())
+
+                async def worker() -> None:
+                    # A fixed pool of workers, not a task per group: the first requests go out at once, and
+                    # 100k pending requests need no more tasks than the concurrency.
+                    while queue:
+                        await self._run_group(pool, queue.popleft(), deliver)
+
+                await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, len(queue)))))
         finally:
             await pool.close()
         return results  # type: ignore[return-value]
@@ -335,34 +355,33 @@ class TeacherClient:
         self.usage.completion_tokens += c
         self.usage.cost_usd += self.cfg.cost(p, c, discount)
 
-    async def _run_group(self, pool: HttpPool, sem: asyncio.Semaphore, group: list[tuple[str, ChatRequest]],
+    async def _run_group(self, pool: HttpPool, group: list[tuple[str, ChatRequest]],
                          deliver: Callable[[ChatResult], None]) -> None:
         """All samples of one prompt (key, request): one `n`-request where possible, single ones as the fallback."""
         model = self.cfg.model
         remaining = list(group)
         single = not self.cfg.use_n
-        async with sem:
-            while remaining:
-                n = 1 if (single or not self._n_supported) else len(remaining)
-                outcome = await self._call(pool, remaining[0][1], n)
-                if isinstance(outcome, Failure):
-                    if n > 1 and outcome.kind == "bad_request":
-                        log.warning("server rejected n=%d (%s); sending samples separately", n, outcome.message)
-                        self._n_supported = False
-                        continue
-                    for k, r in remaining[:n]:
-                        deliver(ChatResult(k, None, {}, False, f"{outcome.kind}: {outcome.message}", None, r))
-                    remaining = remaining[n:]
+        while remaining:
+            n = 1 if (single or not self._n_supported) else len(remaining)
+            outcome = await self._call(pool, remaining[0][1], n)
+            if isinstance(outcome, Failure):
+                if n > 1 and outcome.kind == "bad_request":
+                    log.warning("server rejected n=%d (%s); sending samples separately", n, outcome.message)
+                    self._n_supported = False
                     continue
-                answered = list(zip(remaining, outcome.items, _split_usage(outcome.usage, len(outcome.items))))
-                await self._committer.put_many([(k, r.canonical(model), {"text": text, "usage": usage,
-                                                                         "finish_reason": finish})
-                                                for (k, r), (text, finish), usage in answered])
-                for (k, r), (text, finish), usage in answered:
-                    deliver(ChatResult(k, text, usage, False, None, finish, r))
-                if len(outcome.items) < n:  # the server ignored part of `n`: ask for the rest one by one
-                    single = True
-                remaining = remaining[len(outcome.items):]
+                for k, r in remaining[:n]:
+                    deliver(ChatResult(k, None, {}, False, f"{outcome.kind}: {outcome.message}", None, r))
+                remaining = remaining[n:]
+                continue
+            answered = list(zip(remaining, outcome.items, _split_usage(outcome.usage, len(outcome.items))))
+            await self._committer.put_many([(k, r.canonical(model), {"text": text, "usage": usage,
+                                                                     "finish_reason": finish})
+                                            for (k, r), (text, finish), usage in answered])
+            for (k, r), (text, finish), usage in answered:
+                deliver(ChatResult(k, text, usage, False, None, finish, r))
+            if len(outcome.items) < n:  # the server ignored part of `n`: ask for the rest one by one
+                single = True
+            remaining = remaining[len(outcome.items):]
 
     def _reserve_budget(self, est_usd: float) -> bool:
         """Stop sending once what is spent plus what is in flight reaches the cap (no await: atomic)."""

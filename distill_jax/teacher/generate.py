@@ -12,8 +12,7 @@ and never duplicates a record.
     RUN/teacher/summary.json              kept / rejected by reason per style, tokens, cost, cache hits
     RUN/teacher/cache.sqlite              the response cache          RUN/config.yaml  the resolved config
 
-FDD's question generation (`new_problems`) is here too: a generated problem has no gold answer, so it is kept
-only when `fdd.agree` of `fdd.samples` independent solutions agree; the vote is recorded in the problem.
+FDD's question generation, which reuses these teachers, is in teacher/fdd_problems.py.
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -404,87 +402,6 @@ def dry_run_estimate(cfg: TeachConfig, problems: list[Problem], teacher: Offline
 
 
 # --- FDD question generation ----------------------------------------------------------------------------
-def new_problems(problems: list[Problem], kind: str, cfg: TeachConfig) -> list[Problem]:
-    """Teacher-written `harder` or `similar` variants of `problems`, each kept only when `fdd.agree` of
-    `fdd.samples` independent solutions (style `fdd.solve_style`) agree; that answer becomes its answer.
-
-    Accepted problems go to RUN/problems/r{round}/fdd_{kind}.jsonl, the others (with reason) to
-    RUN/rejects/r{round}/fdd_{kind}.jsonl (both rebuilt each call; requests come from the cache on reruns).
-    """
-    from distill_jax.teacher.parse import parse_new_problem
-
-    if kind not in FDD_TEMPLATES:
-        raise ConfigError(f"fdd kind must be one of {', '.join(FDD_TEMPLATES)}, got {kind!r}")
-    client = _open_client(cfg) if cfg.teacher.kind == "openai" else None
-    teacher: OfflineTeacher | LLMTeacher = LLMTeacher(cfg, client) if client else OfflineTeacher(cfg)
-    try:
-        # (parent, index, the new problem or None, the generator's own answer, why there is none)
-        candidates: list[tuple[Problem, int, Problem | None, str | None, str | None]] = []
-        pairs = [(p, j) for p in problems for j in range(cfg.fdd.per_problem)]
-        if isinstance(teacher, LLMTeacher):
-            results = client.run_sync(teacher.new_problem_requests(problems, kind))
-            for (parent, j), result in zip(pairs, results):
-                parsed = parse_new_problem(result.text or "") if result.error is None else None
-                if parsed is None or not hasattr(parsed, "question"):
-                    candidates.append((parent, j, None, None, result.error or parsed.error))
-                    continue
-                new = Problem(_fdd_id(parent, kind, cfg.round, j), parsed.question, "", f"fdd_{kind}")
-                candidates.append((parent, j, new, parsed.answer, None))
-        else:
-            for parent, j in pairs:
-                new = teacher.new_problem(parent, kind, j)
-                new = dataclasses.replace(new, id=_fdd_id(parent, kind, cfg.round, j), source=f"fdd_{kind}")
-                candidates.append((parent, j, new, new.answer, None))
-        return _vote(cfg, kind, teacher, candidates)
-    finally:
-        if client is not None:
-            client.cache.close()
-
-
-def _fdd_id(parent: Problem, kind: str, round_: int, j: int) -> str:
-    return f"{parent.id}.{kind}{round_}.{j}"
-
-
-def _vote(cfg: TeachConfig, kind: str, teacher: OfflineTeacher | LLMTeacher, candidates: list) -> list[Problem]:
-    style, n = cfg.fdd.solve_style, cfg.fdd.samples
-    unsolved = [new for _, _, new, _, _ in candidates]
-    jobs = [(p, s) for p in unsolved if p is not None for s in range(n)]
-    if isinstance(teacher, LLMTeacher):
-        # Voting needs diverse solutions: never greedy here.
-        solve_cfg = dataclasses.replace(cfg, temperature={**cfg.temperature,
-                                                          style: cfg.temperature_for(style, samples=max(n, 2))})
-        drafts = LLMTeacher(solve_cfg, teacher.client).draft(style, jobs)
-    else:
-        drafts = teacher.draft(style, jobs)
-    ready = [i for i, d in enumerate(drafts) if d.target is not None]
-    checks = verify(style, [drafts[i].target for i in ready], [None] * len(ready), cfg.verify_timeout_s)
-    answers = dict(zip(ready, (prediction for prediction, _ in checks)))
-    answers_of: dict[int, list[str | None]] = {}  # candidate -> its n solutions' answers
-    pos = 0
-    for c, p in enumerate(unsolved):
-        if p is not None:
-            answers_of[c] = [answers.get(pos + s) for s in range(n)]
-            pos += n
-    accepted, rejected = [], []
-    for c, (parent, j, new, gen_answer, reason) in enumerate(candidates):
-        votes = Counter(a for a in answers_of.get(c, []) if a is not None)
-        top, count = votes.most_common(1)[0] if votes else (None, 0)
-        fdd = {"kind": kind, "parent": parent.id, "round": cfg.round, "votes": dict(votes), "samples": n,
-               "agree": cfg.fdd.agree, "generator_answer": gen_answer}
-        row = {"id": _fdd_id(parent, kind, cfg.round, j), "question": new.question if new else None,
-               "answer": top, "source": f"fdd_{kind}", "fdd": fdd}
-        if reason is None and count < cfg.fdd.agree:
-            reason = f"no agreement: best answer {top} has {count} of {n} votes (need {cfg.fdd.agree})"
-        if reason is not None:
-            rejected.append({**row, "reason": reason})
-            continue
-        accepted.append(dataclasses.replace(new, answer=top, extra={**new.extra, "fdd": fdd}))
-    run = Path(cfg.run_dir)
-    write_jsonl(run / "problems" / f"r{cfg.round}" / f"fdd_{kind}.jsonl", [p.to_row() for p in accepted])
-    write_jsonl(run / "rejects" / f"r{cfg.round}" / f"fdd_{kind}.jsonl", rejected)
-    return accepted
-
-
 # --- CLI ----------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML preset (configs/teach_*.yaml)")
