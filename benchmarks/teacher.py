@@ -41,8 +41,9 @@ def run_client(url: str, requests: int, concurrency: int) -> tuple[float, float]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ClientConfig(base_url=url, model=MODEL, concurrency=concurrency, timeout_s=30.0)
         client = TeacherClient(cfg, ResponseCache(Path(tmp) / "cache.sqlite"))
+        reqs = make_requests(requests)  # the caller's work, not the client's
         start, cpu = time.perf_counter(), time.process_time()
-        results = client.run_sync(make_requests(requests))
+        results = client.run_sync(reqs)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         client.cache.close()
     failed = [r.error for r in results if not r.ok]

@@ -7,6 +7,7 @@ parent and child build the very same requests.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -105,6 +106,8 @@ def test_key_covers_model_messages_params_sample_not_meta():
     base = ChatRequest.make([{"role": "user", "content": "q"}], sample=0, meta={"id": 1}, temperature=0.7, top_p=1)
     same = ChatRequest.make([{"role": "user", "content": "q"}], sample=0, meta={"id": 2}, top_p=1, temperature=0.7)
     assert base.key(MODEL) == same.key(MODEL)
+    canonical = json.dumps(base.canonical(MODEL), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert base.key(MODEL) == hashlib.sha256(canonical.encode()).hexdigest()
     variants = [
         ChatRequest.make([{"role": "user", "content": "q!"}], temperature=0.7, top_p=1),
         ChatRequest.make([{"role": "user", "content": "q"}], temperature=0.8, top_p=1),
