@@ -129,25 +129,35 @@ def resolve_benchmark(name: str, data_dir: str | os.PathLike | None = None) -> P
 
 def _load_jsonl(path: Path, spec: str, *, default_source: str, skip_invalid: bool,
                 choice: bool) -> tuple[list[Problem], LoadReport]:
-    report = LoadReport(spec)
     stats: dict = {}
+    rows = ((f"{path}:{lineno}", lineno, row, dict(default_id=f"{path.stem}-{lineno:04d}",
+                                                   default_source=default_source, choice=choice))
+            for lineno, row in iter_jsonl(path, skip_invalid=skip_invalid, stats=stats))
+    problems, report = _collect(rows, spec, skip_invalid)
+    if stats.get("invalid"):
+        report.skipped["invalid JSON"] = list(stats["invalid_lines"])
+    return problems, report
+
+
+def _collect(rows: Iterable[tuple[str, int, dict, dict]], spec: str,
+             skip_invalid: bool) -> tuple[list[Problem], LoadReport]:
+    """Validate (where, position, row, problem_from_row kwargs) rows: the first bad one raises DataError naming
+    `where`, or with skip_invalid every bad one is counted by reason at its position; duplicate ids are bad."""
+    report = LoadReport(spec)
     problems: list[Problem] = []
     seen: set[str] = set()
-    for lineno, row in iter_jsonl(path, skip_invalid=skip_invalid, stats=stats):
+    for where, position, row, kwargs in rows:
         try:
-            problem = problem_from_row(row, default_id=f"{path.stem}-{lineno:04d}", default_source=default_source,
-                                       choice=choice)
+            problem = problem_from_row(row, **kwargs)
             if problem.id in seen:
                 raise _RowError("duplicate id", f"duplicate id {problem.id!r}")
         except _RowError as e:
             if not skip_invalid:
-                raise DataError(f"{path}:{lineno}: {e}") from None
-            report.skipped.setdefault(e.reason, []).append(lineno)
+                raise DataError(f"{where}: {e}") from None
+            report.skipped.setdefault(e.reason, []).append(position)
             continue
         seen.add(problem.id)
         problems.append(problem)
-    if stats.get("invalid"):
-        report.skipped["invalid JSON"] = list(stats["invalid_lines"])
     report.loaded = len(problems)
     return problems, report
 
@@ -227,26 +237,15 @@ def problems_from_hf_rows(rows: Iterable[dict], dataset: str, split: str, *, ski
     """Problems from the rows of a `datasets.Dataset` (any iterable of dicts); errors name the row index."""
     spec = spec or f"hf:{dataset}:{split}"
     short = dataset.split("/")[-1].lower()
-    report = LoadReport(spec)
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for index, row in enumerate(rows):
-        mapped = hf_row_fields(dataset, row)
+
+    def mapped(index: int, row: dict) -> tuple[str, int, dict, dict]:
+        fields = hf_row_fields(dataset, row)
         if "id" in row or "ID" in row:
-            mapped["id"] = str(row.get("id", row.get("ID")))
-        try:
-            problem = problem_from_row(mapped, default_id=f"{short}-{split}-{index + 1:04d}", default_source=short)
-            if problem.id in seen:
-                raise _RowError("duplicate id", f"duplicate id {problem.id!r}")
-        except _RowError as e:
-            if not skip_invalid:
-                raise DataError(f"{spec} row {index}: {e}") from None
-            report.skipped.setdefault(e.reason, []).append(index)
-            continue
-        seen.add(problem.id)
-        problems.append(problem)
-    report.loaded = len(problems)
-    return problems, report
+            fields["id"] = str(row.get("id", row.get("ID")))
+        return (f"{spec} row {index}", index, fields,
+                dict(default_id=f"{short}-{split}-{index + 1:04d}", default_source=short))
+
+    return _collect((mapped(i, row) for i, row in enumerate(rows)), spec, skip_invalid)
 
 
 def load_hf(spec: str, *, skip_invalid: bool = False) -> tuple[list[Problem], LoadReport]:
