@@ -244,3 +244,23 @@ def test_bad_config_fails_before_any_compile(env, reference, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(_cfg_dict(env, "bad", tok, optim={"learning_rate": -1.0})))
     assert cli.main(["train", "--config", str(bad)]) == 2
+
+
+def test_hf_directory_initialises_training(env, reference, tmp_path):
+    """model.init = a HF directory (what FDD's continued rounds and Flan-T5 users use): the student starts from
+    exactly those weights and that tokenizer."""
+    from distill_jax.model.hf import save_hf
+
+    config, params, tok = load_params(reference["run"])
+    hf_dir = save_hf(params, config, tmp_path / "hf", tokenizer_dir=tok)
+    d = _cfg_dict(env, "from_hf", None, steps=1, optim={"learning_rate": 1e-12, "schedule": "constant",
+                                                          "warmup_steps": 0})
+    d["model"] = {"init": str(hf_dir)}
+    cfg = from_dict(TrainConfig, d)
+    result = train(cfg)
+    assert result.step == 1
+    _, trained, tok_dir = load_params(cfg.run_dir)
+    assert Path(tok_dir).resolve() == Path(hf_dir).resolve()
+    _assert_same_params(trained, params, rtol=1e-6)
+    # a trained student starts far below the from-scratch reference's first loss
+    assert _losses(Path(cfg.run_dir))[1] < reference["losses"][1]
