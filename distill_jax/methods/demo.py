@@ -26,10 +26,11 @@ class DemoSize:
     steps_r0: int
     steps_r1: int
     batch_size: int
+    max_new_tokens: int  # an undertrained student rarely emits EOS: decoding runs to this length
 
 
-FULL = DemoSize(n_train=4000, n_test=300, steps_r0=1200, steps_r1=400, batch_size=64)
-QUICK = DemoSize(n_train=600, n_test=100, steps_r0=120, steps_r1=40, batch_size=32)
+FULL = DemoSize(n_train=4000, n_test=300, steps_r0=1200, steps_r1=400, batch_size=64, max_new_tokens=160)
+QUICK = DemoSize(n_train=300, n_test=50, steps_r0=60, steps_r1=20, batch_size=32, max_new_tokens=96)
 STYLES = ("pot", "eot", "cot")  # also the vote's tie-break order: executed answers before parsed ones
 
 
@@ -65,7 +66,7 @@ def demo_config(run: Path, size: DemoSize, files: dict[str, str], seed: int):
                   "optim": {"name": "adamw", "learning_rate": 2e-3, "warmup_steps": 100 if size is FULL else 10,
                             "schedule": "cosine", "end_lr_factor": 0.1}},
         "eval": {"problems": [files["test_id"], files["test_ood"]], "styles": list(STYLES),
-                 "max_new_tokens": 160, "batch_size": 64},
+                 "max_new_tokens": size.max_new_tokens, "batch_size": 64},
     }
     return config_lib.from_dict(FddConfig, overrides)
 

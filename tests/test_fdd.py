@@ -1,0 +1,53 @@
+"""The FDD pipeline end to end on a tiny student: stages, the easy/hard split, new problems, resume."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers_train import TINY_OVERRIDES
+
+from distill_jax.config import from_dict
+from distill_jax.data.records import write_jsonl
+from distill_jax.data.synthetic import generate
+from distill_jax.methods.fdd import FddConfig, run_fdd
+
+
+@pytest.mark.slow
+def test_fdd_two_rounds_then_resume_does_nothing(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", (p.to_row() for p in generate(24, 0, 1, 2)))
+    write_jsonl(tmp_path / "test.jsonl", (p.to_row() for p in generate(8, 1, 1, 2)))
+    run = tmp_path / "run"
+    cfg = from_dict(FddConfig, {
+        "run_dir": str(run), "rounds": 1, "solve_style": "pot", "round_steps": [3, 2],
+        "teach": {"problems": str(tmp_path / "train.jsonl"), "styles": ["pot"],
+                  "teacher": {"kind": "symbolic", "error_rate": 0.0}},
+        "train": {"run_dir": "-", "steps": 3, "batch_size": 8, "eval_every": 0, "checkpoint_every": 100,
+                  "progress": False, "async_checkpoint": False,
+                  "model": {"init": "scratch", "preset": "tiny", "overrides": dict(TINY_OVERRIDES),
+                            "tokenizer_vocab_size": 200},
+                  "data": {"buckets": [[96, 96]], "eval_fraction": 0.0}},
+        "eval": {"problems": [str(tmp_path / "test.jsonl")], "styles": ["pot"], "max_new_tokens": 8,
+                 "batch_size": 8},
+    })
+    rounds = run_fdd(cfg, log=lambda _: None)
+
+    assert [r["round"] for r in rounds] == [0, 1]
+    split = json.loads((run / "fdd" / "split_r0.json").read_text())
+    assert sorted(split["easy"] + split["hard"]) == sorted(f"synth-0-{i:06d}" for i in range(24))
+    # round 1's problems come from the split: a harder variant per easy one, a similar one per hard one,
+    # each accepted only by agreeing teacher solutions, and each taught and trained on
+    new = [json.loads(line) for line in (run / "problems" / "r1" / "all.jsonl").read_text().splitlines()]
+    assert len(new) == 24 and all(p["fdd"]["votes"][p["answer"]] >= 2 for p in new)
+    assert {p["fdd"]["kind"] for p in new} == ({"harder"} if split["easy"] else set()) | (
+        {"similar"} if split["hard"] else set())
+    assert (run / "rationales" / "r1" / "pot.jsonl").is_file() and (run / "hf" / "r0" / "config.json").is_file()
+    assert rounds[1]["accuracy"]["test/pot"]["n"] == 8
+    assert rounds[1]["accuracy"]["seed_hard_r0/pot"]["n"] == len(split["hard"])
+    assert json.loads((run / "fdd" / "rounds.json").read_text()) == rounds
+
+    # every stage has its marker: a rerun redoes nothing and reports the same rounds
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run / "stages").iterdir()}
+    assert set(stamps) >= {"seed_problems.json", "r0_teach.json", "r0_train.json", "r0_eval.json",
+                           "r1_new_problems.json", "r1_teach.json", "r0_export.json", "r1_train.json"}
+    assert run_fdd(cfg, log=lambda _: None) == rounds
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "stages").iterdir()} == stamps
