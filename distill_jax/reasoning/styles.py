@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -54,10 +55,13 @@ def _text_answer(text: str) -> StyleAnswer:
 
 
 def _compiles(code: str) -> bool:
-    try:
-        compile(code, "<program>", "exec")  # parsing only; nothing runs here
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-        return False
+    # Student programs are often sloppy (`x is 5`): their SyntaxWarnings would flood the user's terminal.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            compile(code, "<program>", "exec")  # parsing only; nothing runs here
+        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+            return False
     return True
 
 
