@@ -31,11 +31,12 @@ import torch
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from transformers import T5Config as HFConfig, T5ForConditionalGeneration
 
+from docs_section import write_section
+
 from distill_jax.model import decode
 from distill_jax.model.hf import load_hf
 from distill_jax.model.t5 import T5Config
 
-BEGIN, END = "<!-- decode:begin -->", "<!-- decode:end -->"
 SHAPES = {
     # FACTS.md's reference tiny student and t5-small's shapes; random weights.
     "tiny": T5Config(vocab_size=1000, d_model=256, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4,
@@ -131,18 +132,6 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace only our marked section; re-read the file right before writing (others edit other sections)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -176,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(rows: list[dict]) -> None:  # after every row, so an interrupted run keeps what it measured
         if not args.no_write:
-            write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", body_for(rows))
+            write_section("decode", body_for(rows))
 
     rows = run(args.models, args.batches, args.new_tokens, args.input_len, args.repeats, write)
     print(body_for(rows))

@@ -18,11 +18,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from docs_section import DOC, write_section
+
 from distill_jax.reasoning.answers import normalize_number
 from distill_jax.reasoning.sandbox import SandboxPool, extract_code
 
-BEGIN, END = "<!-- sandbox:begin -->", "<!-- sandbox:end -->"
-DOC_INTRO = "Measured speeds of distill_jax parts, each section written by the benchmark script it names.\n"
 
 NAMES = ["Janet", "Tom", "Aisha", "Carlos", "Mei", "Olga", "Ravi", "Sam", "Lena", "Kofi"]
 ITEMS = ["apples", "eggs", "books", "marbles", "cookies", "stickers", "pencils", "cupcakes"]
@@ -131,25 +131,12 @@ def machine() -> str:
     return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}; load average at start {load}"
 
 
-def write_section(doc: Path, body: str) -> None:
-    """Replace this script's section of the shared benchmarks file, leaving other sections untouched."""
-    section = f"{BEGIN}\n## PoT sandbox\n\n{body.strip()}\n{END}\n"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n" + DOC_INTRO
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--programs", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=10.0)
-    parser.add_argument("--doc", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md")
+    parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args()
 
     codes = make_programs(args.programs)
@@ -184,7 +171,7 @@ def main() -> int:
         f"Machine: {machine_line} (shared with other jobs)  ",
         f"Date: {time.strftime('%Y-%m-%d', time.gmtime())}",
     ])
-    write_section(args.doc, body)
+    write_section("sandbox", "## PoT sandbox\n\n" + body.strip(), args.doc)
     print("\n".join(table))
     return 0
 

@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from docs_section import DOC, write_section
+
 from distill_jax.teacher.cache import ResponseCache
 from distill_jax.teacher.client import ChatRequest, ClientConfig, TeacherClient, canonical_json, chat_body
 from distill_jax.teacher.http import Endpoint, HttpPool
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- teacher:begin -->", "<!-- teacher:end -->"
 MODEL = "fake-model"
 
 
@@ -71,21 +71,6 @@ def run_floor(url: str, requests: int, concurrency: int) -> float:
         return wall
 
     return asyncio.run(main())
-
-
-def write_section(text: str) -> None:
-    """Replace only our marked section; re-read the file right before writing (others own other sections)."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    current = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        updated = head + block + rest.split(END, 1)[1]
-    else:
-        updated = current.rstrip() + "\n\n" + block + "\n"
-    tmp = DOC.with_name(DOC.name + ".teacher.tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    tmp.replace(DOC)
 
 
 def main() -> int:
@@ -145,7 +130,7 @@ def main() -> int:
     ])
     print(table)
     if not args.no_write:
-        write_section(table)
+        write_section("teacher", table)
         print(f"wrote {DOC}")
     return 0
 

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from docs_section import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 32
 MODEL = {"d_model": 256, "d_kv": 64, "num_heads": 4, "d_ff": 1024, "num_layers": 4}  # FACTS.md's reference size
@@ -159,18 +161,6 @@ def _child(side: str, work: Path, steps: int, warmup: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def write_docs(section: str) -> None:
-    path = REPO / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"  # re-read right before writing: shared file
-    begin, end = "<!-- train:begin -->", "<!-- train:end -->"
-    block = f"{begin}\n{section}\n{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12)
@@ -225,7 +215,7 @@ def main() -> None:
     ])
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_section("train", section)
 
 
 if __name__ == "__main__":
