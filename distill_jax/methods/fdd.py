@@ -22,15 +22,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import write_jsonl
+from distill_jax.methods.stages import Stages
 from distill_jax.teacher.generate import TeachConfig
 from distill_jax.train.config import TrainConfig
 
@@ -60,29 +60,6 @@ class FddConfig:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
         if self.round_steps and len(self.round_steps) != self.rounds + 1:
             raise ValueError(f"round_steps needs {self.rounds + 1} entries (rounds 0..{self.rounds})")
-
-
-class Stages:
-    """Markers of finished stages; each holds the stage's summary so a rerun can report without redoing it."""
-
-    def __init__(self, run_dir: Path, log: Callable[[str], None]):
-        self.dir = run_dir / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = log
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        marker = self.dir / f"{name}.json"
-        if marker.is_file():
-            self.log(f"[dim]stage {name}: done earlier, skipped[/dim]")
-            return json.loads(marker.read_text(encoding="utf-8"))["result"]
-        self.log(f"[bold]stage {name}[/bold]")
-        start = time.perf_counter()
-        result = fn()
-        doc = {"result": result, "seconds": round(time.perf_counter() - start, 1)}
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-        tmp.replace(marker)
-        return result
 
 
 def _round_train_config(cfg: FddConfig, run: Path, k: int) -> TrainConfig:

@@ -1,0 +1,34 @@
+"""Resumable stages for the method pipelines: each finished stage leaves RUN/stages/NAME.json.
+
+A rerun of a pipeline skips every stage whose marker exists and returns the summary saved in it, so an
+interrupted run continues at the first unfinished stage and never repays for teacher calls or training.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+class Stages:
+    """Markers of finished stages; each holds the stage's summary so a rerun can report without redoing it."""
+
+    def __init__(self, run_dir: Path, log: Callable[[str], None]):
+        self.dir = run_dir / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        marker = self.dir / f"{name}.json"
+        if marker.is_file():
+            self.log(f"[dim]stage {name}: done earlier, skipped[/dim]")
+            return json.loads(marker.read_text(encoding="utf-8"))["result"]
+        self.log(f"[bold]stage {name}[/bold]")
+        start = time.perf_counter()
+        result = fn()
+        doc = {"result": result, "seconds": round(time.perf_counter() - start, 1)}
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+        tmp.replace(marker)
+        return result
