@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("distill_jax.evaluate.evaluate", "evaluate checkpoints on benchmarks"),
     "fdd": ("distill_jax.methods.fdd", "run FDD multi-round distillation"),
     "demo": ("distill_jax.methods.demo", "the embedded offline default, end to end"),
+    "distill": ("distill_jax.methods.pipeline", "run a method pipeline (kpdd, etd, pad, dss, decompose)"),
 }
 
 

@@ -1,0 +1,174 @@
+"""The method evals that `evaluate.evaluate` does not cover, written in its layout so the report shows them:
+`<student run>/eval/<step>/<benchmark>/<label>/{predictions.jsonl,metrics.json}`.
+
+- PaD's step-wise verified beam (`pot+stepwise`): the student samples programs; the beam walks their lines as a
+  prefix tree (proposals at a prefix: the next lines of the sampled programs that share it, with their
+  log-frequency), and methods/pad_verify.stepwise_beam keeps the prefixes its sandbox verifier scores best.
+  Proposing from samples costs one batched decode per test set instead of one decode per beam per step.
+- Divide-or-Conquer (`decomp+<solver>`): the student decomposes each test question; the solver (symbolic
+  offline, the teacher endpoint, or the student on its solver task) answers the sub-questions in order; the
+  final answer is scored against gold.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from distill_jax.data.problems import Problem
+from distill_jax.data.records import write_jsonl
+from distill_jax.reasoning.answers import answers_match
+
+if TYPE_CHECKING:
+    from distill_jax.evaluate.evaluate import Benchmark, EvalConfig
+    from distill_jax.methods.pipeline import MethodConfig, PadSection
+    from distill_jax.teacher.generate import TeachConfig
+
+
+class TeacherSolver:
+    """Divide-or-Conquer's solver through the teacher endpoint: the `decomp_solve` prompt with the given
+    sub-questions, its answers cleaned by teacher.parse.clean_subanswers. Calls go through the run's response
+    cache (RUN/teacher/cache.sqlite), so a rerun pays for nothing twice."""
+
+    def __init__(self, teach: TeachConfig):
+        self.cfg = teach
+
+    def __call__(self, items: list[tuple[str, list[str]]]) -> list[str]:
+        from distill_jax.methods.decompose import decomposer_target
+        from distill_jax.teacher.generate import LLMTeacher, _open_client
+        from distill_jax.teacher.parse import clean_subanswers
+
+        plans = [decomposer_target(subs) for _, subs in items]
+        jobs = [(Problem(f"solve-{i}", q, "", "decompose"), 0) for i, (q, _) in enumerate(items)]
+        client = _open_client(self.cfg)
+        try:
+            teacher = LLMTeacher(self.cfg, client)
+            requests = teacher.requests("decomp", jobs, self.cfg.temperature_for("decomp"),
+                                        [{"subquestions": p} for p in plans])
+            results = client.run_sync(requests)
+        finally:
+            client.cache.close()
+        failed = [r.error for r in results if r.error is not None]
+        if results and len(failed) == len(results):
+            raise RuntimeError(f"decompose: every teacher solver request failed, e.g. {failed[0]}")
+        return ["" if r.error is not None else (clean_subanswers(r.text or "", plan).text or "")
+                for r, plan in zip(results, plans)]
+
+
+def _write(cfg: EvalConfig, step: int | str, bench: Benchmark, label: str, rows: list[dict],
+           settings: dict) -> dict:
+    from distill_jax.evaluate.evaluate import result_dir
+
+    n = len(rows)
+    correct = sum(r["correct"] for r in rows)
+    metrics = {"step": step, "benchmark": bench.name, "style": label, "decoding": cfg.decoding.tag(),
+               "accuracy": correct / n if n else 0.0, "n": n, "correct": correct,
+               "no_answer": sum(r["prediction"] is None for r in rows),
+               "data": {"file": str(bench.path), "sha256": bench.sha256, "count": n},
+               "settings": dataclasses.asdict(cfg.decoding), "method_settings": settings}
+    directory = result_dir(cfg, step, bench.name, label)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_jsonl(directory / "predictions.jsonl", rows)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return metrics
+
+
+def _students(cfg: EvalConfig):
+    """(step, student, benchmarks, mesh) for every step the config names."""
+    from distill_jax.evaluate.evaluate import _decode_mesh, available_steps, load_benchmarks, load_student
+
+    benchmarks = load_benchmarks(cfg)
+    mesh = _decode_mesh(cfg.decoding.batch_size)
+    for step in available_steps(cfg):
+        yield step, load_student(cfg, step), benchmarks, mesh
+
+
+def _first_outputs(student: Any, inputs: list[str], decoding: Any, mesh: Any) -> list[str]:
+    from distill_jax.evaluate.evaluate import _decode
+
+    return [outs[0] for outs in _decode(student, inputs, decoding, mesh)] if inputs else []
+
+
+# ------------------------------------------------------------------------------------ PaD step-wise beam
+def line_tree(outputs: list[str]) -> Callable[[str, list[str]], list[tuple[str, float]]]:
+    """`stepwise_beam`'s proposer over sampled programs: the next lines after a prefix, most frequent first,
+    each with its log-frequency among the programs that share the prefix."""
+    from distill_jax.reasoning.styles import extract_program
+
+    programs = [[ln for ln in extract_program(t).splitlines() if ln.strip()] for t in outputs]
+
+    def candidates(question: str, lines: list[str]) -> list[tuple[str, float]]:
+        k = len(lines)
+        nxt = Counter(p[k] for p in programs if len(p) > k and p[:k] == lines)
+        total = sum(nxt.values())
+        return [(line, math.log(c / total)) for line, c in nxt.most_common()]
+
+    return candidates
+
+
+def stepwise_eval(cfg: EvalConfig, pad: PadSection) -> list[dict]:
+    """PoT accuracy with the step-wise verified beam over the student's sampled programs (label
+    `pot+stepwise`)."""
+    from distill_jax.evaluate.evaluate import _decode
+    from distill_jax.methods.pad_verify import stepwise_beam
+    from distill_jax.reasoning.styles import get_style, student_input
+
+    sampling = dataclasses.replace(cfg.decoding, mode="sample", samples=pad.samples, temperature=pad.temperature,
+                                   calculator=False)
+    settings = {"stepwise": {"beam": pad.beam, "samples": pad.samples, "temperature": pad.temperature,
+                             "max_steps": pad.max_steps, "lm_weight": pad.lm_weight}}
+    out = []
+    for step, student, benchmarks, mesh in _students(cfg):
+        for bench in benchmarks:
+            inputs = [student_input(p.question, "pot") for p in bench.problems]
+            samples = _decode(student, inputs, sampling, mesh)
+            best = [stepwise_beam(line_tree(outs), p.question, pad.beam, pad.max_steps, lm_weight=pad.lm_weight)[0]
+                    for p, outs in zip(bench.problems, samples)]
+            answers = get_style("pot").answers([b.program for b in best])
+            rows = [{"id": p.id, "input": inp, "output": b.program, "prediction": a.answer, "gold": p.answer,
+                     "correct": answers_match(a.answer, p.answer), "error": a.error, "beam_score": b.score,
+                     "finished": b.finished}
+                    for p, inp, b, a in zip(bench.problems, inputs, best, answers)]
+            out.append(_write(cfg, step, bench, "pot+stepwise", rows, settings))
+    return out
+
+
+# ---------------------------------------------------------------------------------- Divide-or-Conquer
+def _score_plans(cfg: EvalConfig, step: int | str, bench: Benchmark, label: str, plans: list[list[str]],
+                 plan_texts: list[str], solve_fn: Callable) -> dict:
+    from distill_jax.reasoning.styles import get_style
+
+    todo = [i for i, plan in enumerate(plans) if plan]
+    solved = dict(zip(todo, solve_fn([(bench.problems[i].question, plans[i]) for i in todo]) if todo else []))
+    answers = dict(zip(todo, get_style("decomp").answers([solved[i] for i in todo])))
+    rows = []
+    for i, p in enumerate(bench.problems):
+        got = answers.get(i)
+        prediction = got.answer if got else None
+        rows.append({"id": p.id, "decomposition": plan_texts[i], "subquestions": plans[i],
+                     "output": solved.get(i), "prediction": prediction, "gold": p.answer,
+                     "correct": answers_match(prediction, p.answer),
+                     "error": (got.error if got else "no sub-questions")})
+    return _write(cfg, step, bench, label, rows, {"solver": label.split("+", 1)[1]})
+
+
+def decompose_eval(cfg: EvalConfig, method: MethodConfig, run: Path) -> list[dict]:
+    """The student decomposes; each solver answers; label `decomp+<solver>` per solver."""
+    from distill_jax.methods.decompose import decomposer_input, solver_input, subquestions
+    from distill_jax.methods.pipeline import make_solver
+
+    out = []
+    for step, student, benchmarks, mesh in _students(cfg):
+        for bench in benchmarks:
+            texts = _first_outputs(student, [decomposer_input(p.question) for p in bench.problems], cfg.decoding, mesh)
+            plans = [subquestions(t) for t in texts]
+            solvers: dict[str, Callable] = {method.decompose.solver: make_solver(method, run, bench.problems)}
+            if method.decompose.student_solver:
+                solvers["student"] = lambda items, s=student: _first_outputs(
+                    s, [solver_input(q, subs) for q, subs in items], cfg.decoding, mesh)
+            for name, fn in solvers.items():
+                out.append(_score_plans(cfg, step, bench, f"decomp+{name}", plans, texts, fn))
+    return out
