@@ -1,101 +1,205 @@
 """`distill-jax demo`: the embedded default, offline on a laptop CPU, nothing downloaded.
 
-synthetic problems (train: 1-3 steps with distractor facts; tests: in-distribution 1-3 steps and
-out-of-distribution 4-5 steps) -> symbolic teacher writing PoT, EoT and CoT with deliberate errors -> verified
-rationales -> a SentencePiece vocabulary -> one mixed-style (ETD) T5 student trained from scratch -> evaluation
-per style and voted -> one FDD feedback round -> RUN/report.md with plots and what the numbers show.
+synthetic problems (train: 1-2 steps, a distractor fact in 30%; tests: in distribution, out of distribution
+with 3 steps, and in distribution with a distractor in every problem) -> the symbolic teacher writes PoT, EoT,
+CoT and key-point PoT with deliberate mistakes -> verification drops the wrong ones -> one SentencePiece
+vocabulary -> small T5 students trained from scratch, one per style, one with key points (KPDD) and one mixed
+CoT+PoT+EoT (ETD, with a vote across its styles) -> evaluation on every test set -> one FDD feedback round on
+the PoT student, beside a control that trains as long on the round-0 data only -> RUN/report.md with tables,
+plots and what the numbers show (methods/demo_report.py).
 
-Every stage is resumable (methods/fdd.py): rerunning the same command after an interruption continues at the
-first unfinished stage. `--quick` shrinks everything to a few minutes: it checks the pipeline, not the findings.
+Every stage leaves a marker (methods/stages.py): rerunning the same command after an interruption continues at
+the first unfinished stage. `--quick` shrinks everything to a few minutes: it checks the pipeline, not findings.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from distill_jax import config as config_lib
+
+TESTS = ("test_id", "test_ood", "test_distractor")
+# student -> the styles it learns; each is asked in every one of them, and the mixed one votes (pot first:
+# executed answers win ties over parsed ones).
+STUDENTS: dict[str, tuple[str, ...]] = {
+    "pot": ("pot",), "eot": ("eot",), "cot": ("cot",), "kp_pot": ("kp_pot",), "mixed": ("pot", "eot", "cot"),
+}
+TEACH_STYLES = ("pot", "eot", "cot", "kp_pot")
 
 
 @dataclass(frozen=True)
 class DemoSize:
     n_train: int
     n_test: int
-    steps_r0: int
-    steps_r1: int
+    steps: int  # per student (and FDD round 0)
+    fdd_steps: int  # FDD round 1 and its control
     batch_size: int
-    max_new_tokens: int  # an undertrained student rarely emits EOS: decoding runs to this length
+    max_new_tokens: int  # an undertrained student may never emit EOS: decoding stops here
+    # The student: 2+2 layers of width 128 learn this world within the budget; `tiny` (3+3) learns it better
+    # per step but not per second on 2 cores.
+    model: dict[str, int] = field(default_factory=lambda: {
+        "d_model": 128, "d_kv": 32, "num_heads": 4, "d_ff": 384, "num_layers": 2, "num_decoder_layers": 2})
 
 
-FULL = DemoSize(n_train=4000, n_test=300, steps_r0=1200, steps_r1=400, batch_size=64, max_new_tokens=160)
-QUICK = DemoSize(n_train=300, n_test=50, steps_r0=60, steps_r1=20, batch_size=32, max_new_tokens=96)
-STYLES = ("pot", "eot", "cot")  # also the vote's tie-break order: executed answers before parsed ones
+FULL = DemoSize(n_train=1500, n_test=200, steps=600, fdd_steps=200, batch_size=32, max_new_tokens=128)
+QUICK = DemoSize(n_train=200, n_test=30, steps=30, fdd_steps=10, batch_size=32, max_new_tokens=48)
 
 
 def make_problems(out: Path, size: DemoSize, seed: int) -> dict[str, str]:
     from distill_jax.data.records import write_jsonl
     from distill_jax.data.synthetic import generate
 
-    files = {
-        "train": (generate(size.n_train, seed, 1, 3, distractor_rate=0.3, split="train"), out / "train.jsonl"),
-        "test_id": (generate(size.n_test, seed + 1, 1, 3, distractor_rate=0.3, split="id"), out / "test_id.jsonl"),
-        "test_ood": (generate(size.n_test, seed + 2, 4, 5, distractor_rate=0.3, split="ood"), out / "test_ood.jsonl"),
+    sets = {
+        "train": generate(size.n_train, seed, 1, 2, distractor_rate=0.3, split="train"),
+        "test_id": generate(size.n_test, seed + 1, 1, 2, distractor_rate=0.3, split="id"),
+        "test_ood": generate(size.n_test, seed + 2, 3, 3, distractor_rate=0.3, split="ood"),
+        "test_distractor": generate(size.n_test, seed + 3, 1, 2, distractor_rate=1.0, split="distractor"),
     }
-    train_questions = {p.question for p in files["train"][0]}
-    for name in ("test_id", "test_ood"):  # a test problem seen in training would flatter the student
-        files[name] = ([p for p in files[name][0] if p.question not in train_questions], files[name][1])
-    for problems, path in files.values():
-        write_jsonl(path, (p.to_row() for p in problems))
-    return {name: str(path) for name, (_, path) in files.items()}
+    seen = {p.question for p in sets["train"]}
+    files = {}
+    for name, problems in sets.items():
+        if name != "train":  # a test problem seen in training would flatter the student
+            problems = [p for p in problems if p.question not in seen]
+        files[name] = str(out / f"{name}.jsonl")
+        write_jsonl(files[name], (p.to_row() for p in problems))
+    return files
 
 
-def demo_config(run: Path, size: DemoSize, files: dict[str, str], seed: int):
-    from distill_jax.methods.fdd import FddConfig
+def _teach_config(run: Path, files: dict[str, str], seed: int):
+    from distill_jax.teacher.generate import TeachConfig
 
-    overrides = {
-        "run_dir": str(run), "rounds": 1, "solve_style": "pot", "continue_training": True,
-        "round_steps": [size.steps_r0, size.steps_r1],
-        "teach": {"problems": files["train"], "styles": list(STYLES), "seed": seed,
-                  "teacher": {"kind": "symbolic", "error_rate": 0.1}},
-        "train": {"run_dir": "-", "seed": seed, "steps": size.steps_r0, "batch_size": size.batch_size,
-                  "eval_every": 0, "checkpoint_every": max(size.steps_r0, size.steps_r1), "log_every": 20,
-                  "model": {"init": "scratch", "preset": "tiny", "tokenizer_vocab_size": 600},
-                  "data": {"buckets": [[64, 96], [96, 160], [128, 256]], "eval_fraction": 0.02},
-                  "optim": {"name": "adamw", "learning_rate": 2e-3, "warmup_steps": 100 if size is FULL else 10,
-                            "schedule": "cosine", "end_lr_factor": 0.1}},
-        "eval": {"problems": [files["test_id"], files["test_ood"]], "styles": list(STYLES),
-                 "max_new_tokens": size.max_new_tokens, "batch_size": 64},
-    }
-    return config_lib.from_dict(FddConfig, overrides)
+    return config_lib.from_dict(TeachConfig, {
+        "problems": files["train"], "run_dir": str(run), "styles": list(TEACH_STYLES), "seed": seed,
+        "teacher": {"kind": "symbolic", "error_rate": 0.1}})
 
 
-def findings(rounds: list[dict]) -> str:
-    """What the numbers show, computed from them (never asserted in advance)."""
-    last = rounds[-1]["accuracy"]
-    lines = ["## What this run shows", ""]
-    for test in ("test_id", "test_ood"):
-        acc = {s: last.get(f"{test}/{s}", {}).get("accuracy") for s in (*STYLES, "vote")}
-        if any(v is None for v in acc.values()):
-            continue
-        pct = {s: f"{100 * v:.1f}%" for s, v in acc.items()}
-        best = max(STYLES, key=lambda s: acc[s])
-        lines.append(f"- **{test}**: PoT {pct['pot']}, EoT {pct['eot']}, CoT {pct['cot']}, vote {pct['vote']}.")
-        offload = "yes" if min(acc["pot"], acc["eot"]) > acc["cot"] else "no"
-        lines.append(f"  - PoT and EoT beat CoT (calculation offloaded): **{offload}**.")
-        holds = "yes" if acc["vote"] >= acc[best] else "no"
-        lines.append(f"  - The vote is at least the best single style ({best}): **{holds}**.")
-    key = "seed_hard_r0/pot"
-    if len(rounds) > 1 and key in rounds[0]["accuracy"]:
-        before, after = rounds[0]["accuracy"][key], rounds[-1]["accuracy"][key]
-        verdict = "yes" if after["accuracy"] > before["accuracy"] else "no"
-        lines.append(f"- FDD: on the {before['n']} training problems the round-0 student failed, PoT accuracy went "
-                     f"{100 * before['accuracy']:.1f}% -> {100 * after['accuracy']:.1f}% after one feedback round: "
-                     f"improved **{verdict}**.")
-    lines += ["", "Not in this demo yet: one student per style beside the mixed one, and the key-point (KPDD) "
-              "comparison with distractor facts; the methods exist as record builders under distill_jax/methods."]
-    return "\n".join(lines)
+def _train_tokenizer(run: Path) -> dict:
+    """One vocabulary for every student, so their numbers compare like for like and their compiled steps
+    (same shapes, same vocab size) come from the compilation cache after the first student."""
+    from distill_jax.model.tokenizer import train_tokenizer
+    from distill_jax.train import batches as B
+
+    records = B.read_records(B.DataConfig(rationales=(str(run / "rationales" / "r0"),)))
+    texts = [B.input_text(r) for r in records] + [r["rationale"] for r in records]
+    tok = train_tokenizer(texts, run / "tokenizer", 800)
+    return {"vocab_size": tok.vocab_size, "texts": len(texts)}
+
+
+def _buckets(run: Path) -> list[list[int]]:
+    """Three (input, target) shapes fitted to every student's data at once: one compile set for all."""
+    from distill_jax.model.tokenizer import Tokenizer
+    from distill_jax.train import batches as B
+
+    records = B.read_records(B.DataConfig(rationales=(str(run / "rationales" / "r0"),)))
+    encoded = B.encode(records, Tokenizer.load(run / "tokenizer"))
+    return [list(b) for b in B.suggest_buckets(encoded, 3)]
+
+
+def _train_config(run: Path, size: DemoSize, seed: int, buckets: list, out: Path, styles: tuple[str, ...],
+                  steps: int, init: str = "scratch", rationales: tuple[str, ...] | None = None):
+    from distill_jax.train.config import TrainConfig
+
+    model: dict[str, Any] = {"init": init}
+    if init == "scratch":
+        model.update(preset="tiny", overrides=size.model, tokenizer=str(run / "tokenizer"))
+    return config_lib.from_dict(TrainConfig, {
+        "run_dir": str(out), "seed": seed, "steps": steps, "batch_size": size.batch_size, "eval_every": 0,
+        "checkpoint_every": steps, "keep": 1, "log_every": 25, "model": model,
+        "data": {"rationales": list(rationales or (str(run / "rationales" / "r0"),)), "styles": list(styles),
+                 "buckets": buckets, "eval_fraction": 0.02},
+        "optim": {"name": "adamw", "learning_rate": 3e-3, "warmup_steps": max(steps // 20, 1),
+                  "schedule": "cosine", "end_lr_factor": 0.1}})
+
+
+def _eval(train_dir: Path, problems: list[str], styles: tuple[str, ...], size: DemoSize) -> dict:
+    from distill_jax.evaluate.evaluate import DecodingConfig, EvalConfig, evaluate
+
+    cfg = EvalConfig(run_dir=str(train_dir), benchmarks=(), problems=tuple(problems), styles=styles,
+                     decoding=DecodingConfig(max_new_tokens=size.max_new_tokens, batch_size=64), report=False)
+    return {f"{m['benchmark']}/{m['style']}": {"accuracy": m["accuracy"], "n": m["n"]} for m in evaluate(cfg)}
+
+
+def _fdd_config(run: Path, size: DemoSize, files: dict[str, str], seed: int, buckets: list):
+    from distill_jax.methods.fdd import FddConfig, FddEvalConfig
+
+    return FddConfig(
+        run_dir=str(run / "fdd"), rounds=1, solve_style="pot", continue_training=True,
+        teach=dataclasses.replace(_teach_config(run / "fdd", files, seed), styles=("pot",)),
+        train=_train_config(run, size, seed, buckets, Path("-"), ("pot",), size.steps),
+        eval=FddEvalConfig(problems=tuple(files[t] for t in TESTS), styles=("pot",),
+                           max_new_tokens=size.max_new_tokens, batch_size=64),
+        round_steps=(size.steps, size.fdd_steps))
+
+
+def _hard_file(run: Path) -> str:
+    """The seed problems the round-0 PoT student failed, as a test set of their own."""
+    from distill_jax.data.problems import load_problems
+    from distill_jax.data.records import write_jsonl
+
+    hard = set(json.loads((run / "fdd" / "fdd" / "split_r0.json").read_text(encoding="utf-8"))["hard"])
+    path = run / "problems" / "hard_r0.jsonl"
+    write_jsonl(path, (p.to_row() for p in load_problems(str(run / "fdd" / "problems" / "seed.jsonl"))
+                       if p.id in hard))
+    return str(path)
+
+
+def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -> dict:
+    """Every stage of the demo (resumable); returns the results that demo_report renders."""
+    from distill_jax.methods.fdd import run_fdd
+    from distill_jax.methods.stages import Stages
+    from distill_jax.teacher.generate import teach
+    from distill_jax.train.loop import train
+
+    stages = Stages(run, log)
+    files = stages.run("problems", lambda: make_problems(run / "problems", size, seed))
+    tests = [files[t] for t in TESTS]
+    teach_cfg = _teach_config(run, files, seed)
+    stages.run("teach", lambda: teach(teach_cfg, progress=True).to_dict()["styles"])
+    stages.run("tokenizer", lambda: _train_tokenizer(run))
+    buckets = stages.run("buckets", lambda: _buckets(run))
+
+    # FDD first: its round 0 *is* the PoT student (same data, vocabulary, shapes and steps).
+    rounds = run_fdd(_fdd_config(run, size, files, seed, buckets), log=log)
+    train_dirs = {name: run / "students" / name for name in STUDENTS}
+    train_dirs["pot"] = run / "fdd" / "train" / "r0"
+    results: dict[str, Any] = {"students": {}, "fdd": {}}
+    for name, styles in STUDENTS.items():
+        out = train_dirs[name]
+        if name != "pot":
+            cfg = _train_config(run, size, seed, buckets, out, styles, size.steps)
+            stages.run(f"train_{name}", lambda: dataclasses.asdict(train(cfg)))
+        results["students"][name] = stages.run(f"eval_{name}", lambda: _eval(out, tests, styles, size))
+
+    # The control: the round-0 student trained as many more steps on the round-0 data only. Without it,
+    # "the hard split improved" could be just more training on problems the student has already seen.
+    control = run / "fdd_control"
+    control_cfg = _train_config(run, size, seed, buckets, control, ("pot",), size.fdd_steps,
+                                init=str(run / "fdd" / "hf" / "r0"),
+                                rationales=(str(run / "fdd" / "rationales" / "r0"),))
+    stages.run("train_fdd_control", lambda: dataclasses.asdict(train(control_cfg)))
+    hard = stages.run("hard_r0", lambda: _hard_file(run))
+    fdd_students = {"r0": train_dirs["pot"], "r1": run / "fdd" / "train" / "r1", "control": control}
+    for name, train_dir in fdd_students.items():
+        results["fdd"][name] = stages.run(f"eval_fdd_{name}", lambda: _eval(train_dir, [hard, *tests], ("pot",), size))
+    results["fdd_rounds"] = rounds
+    results["teach"] = json.loads((run / "stages" / "teach.json").read_text(encoding="utf-8"))["result"]
+    return results
+
+
+def _use_compilation_cache(run: Path) -> None:
+    """Every student has the same shapes: after the first, its train/eval/decode steps load from this cache,
+    and a rerun of the demo compiles nothing. JAX_COMPILATION_CACHE_DIR in the environment wins."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR",
+                                                                   str(run / "xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,28 +209,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from rich.console import Console
 
-    from distill_jax.evaluate.report import write_report
-    from distill_jax.methods.fdd import run_fdd
+    from distill_jax.methods.demo_report import findings, write_demo_report
+    from distill_jax.train.loop import quiet_checkpoint_logs
 
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_checkpoint_logs()
     console = Console()
     size = QUICK if args.quick else FULL
     run_dir = Path(args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _use_compilation_cache(run_dir)
     start = time.perf_counter()
+    command = f"distill-jax demo{' --quick' if args.quick else ''} --out {args.out}"
     console.rule(f"distill_jax demo ({'quick' if args.quick else 'full'}) -> {run_dir}")
-    marker = run_dir / "problems" / "files.json"
-    if marker.is_file():
-        files = json.loads(marker.read_text(encoding="utf-8"))
-    else:
-        files = make_problems(run_dir / "problems", size, args.seed)
-        marker.write_text(json.dumps(files), encoding="utf-8")
-    console.print(f"problems: {files}")
-    rounds = run_fdd(demo_config(run_dir, size, files, args.seed), log=console.print)
+    results = run_demo(run_dir, size, args.seed, console.print)
     minutes = (time.perf_counter() - start) / 60
-    preamble = (f"Command: `distill-jax demo{' --quick' if args.quick else ''} --out {args.out}` "
-                f"({minutes:.1f} min on this machine).\n\n" + findings(rounds))
-    report = write_report(run_dir, title="distill_jax demo", preamble=preamble)
-    console.print(findings(rounds))
-    console.print(f"report: {report}")
+    report = write_demo_report(run_dir, results, size, command, minutes)
+    console.print(findings(results))
+    console.print(f"report: {report}  ({minutes:.1f} min)")
     return 0

@@ -379,8 +379,11 @@ class T5(nn.Module):
         self.decoder = Stack(c, is_decoder=True)
         if not c.tie_word_embeddings:
             # float32 accumulation *and* output: bf16 logits would round away the margins between tokens.
+            # Fan-in init (t5x's logits layer), not HF's std 1.0: the final norm gives unit-RMS hidden states,
+            # so std 1.0 starts a scratch student at logits of std sqrt(d_model) and a loss near 11 instead of
+            # ln(vocab); it spends its first ~100 steps unlearning that. Imported checkpoints are unaffected.
             self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.compute_dtype, param_dtype=jnp.float32,
-                                    kernel_init=_normal(1.0),
+                                    kernel_init=_normal(c.d_model ** -0.5),
                                     dot_general=functools.partial(jax.lax.dot_general,
                                                                   preferred_element_type=jnp.float32))
 

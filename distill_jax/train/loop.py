@@ -97,6 +97,11 @@ def _tokenizer(cfg: TrainConfig, records: list[dict]):
         raise ConfigError(f"model.tokenizer: {e}") from e
 
 
+def quiet_checkpoint_logs() -> None:
+    """orbax logs every save's thread hand-offs at INFO through absl: dozens of lines per checkpoint."""
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -314,6 +319,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_checkpoint_logs()
     cfg = load(TrainConfig, args.config, args.overrides)
     try:
         result = train(cfg)
