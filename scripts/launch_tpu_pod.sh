@@ -9,13 +9,21 @@
 # the rationale files (or a shared bucket mount). Set REPO_DIR if the checkout is not at ~/distill_jax.
 # Checkpoints: point run_dir at storage every worker sees (a gcsfuse mount or NFS); orbax writes each
 # host's shards and process 0 the metadata.
+# DISTILL_JAX_VERB=fdd runs the FDD pipeline instead (configs/fdd_*.yaml): every worker trains, worker 0 alone
+# does the teacher calls, evaluation and reports while the others wait.
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
-  sed -n '2,12p' "$0"; exit 2
+  sed -n '2,13p' "$0"; exit 2
 fi
+VERB=${DISTILL_JAX_VERB:-train}
+case $VERB in
+  train) DISTRIBUTED=distributed=true ;;
+  fdd) DISTRIBUTED=train.distributed=true ;;
+  *) echo "DISTILL_JAX_VERB must be train or fdd, got $VERB" >&2; exit 2 ;;
+esac
 TPU_NAME=$1; ZONE=$2; CONFIG=$3; shift 3
 REPO_DIR=${REPO_DIR:-'~/distill_jax'}
 OVERRIDES=$(printf ' %q' "$@")
-CMD="cd ${REPO_DIR} && HF_HUB_OFFLINE=1 .venv/bin/distill-jax train --config $(printf %q "$CONFIG") distributed=true${OVERRIDES}"
+CMD="cd ${REPO_DIR} && HF_HUB_OFFLINE=1 .venv/bin/distill-jax ${VERB} --config $(printf %q "$CONFIG") ${DISTRIBUTED}${OVERRIDES}"
 echo "on every worker of ${TPU_NAME}: ${CMD}"
 exec gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "$CMD"

@@ -1,35 +1,19 @@
-"""The FDD pipeline end to end on a tiny student: stages, the easy/hard split, new problems, resume."""
+"""The FDD pipeline end to end on a tiny student: stages, the easy/hard split, new problems, resume.
+
+The run itself is the session fixture `fdd_reference` (tests/conftest.py), shared with the multi-process test."""
 from __future__ import annotations
 
 import json
 
 import pytest
-from helpers_train import TINY_OVERRIDES
 
 from distill_jax.config import from_dict
-from distill_jax.data.records import write_jsonl
-from distill_jax.data.synthetic import generate
 from distill_jax.methods.fdd import FddConfig, run_fdd
 
 
 @pytest.mark.slow
-def test_fdd_two_rounds_then_resume_does_nothing(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", (p.to_row() for p in generate(24, 0, 1, 2)))
-    write_jsonl(tmp_path / "test.jsonl", (p.to_row() for p in generate(8, 1, 1, 2)))
-    run = tmp_path / "run"
-    cfg = from_dict(FddConfig, {
-        "run_dir": str(run), "rounds": 1, "solve_style": "pot", "round_steps": [3, 2],
-        "teach": {"problems": str(tmp_path / "train.jsonl"), "styles": ["pot"],
-                  "teacher": {"kind": "symbolic", "error_rate": 0.0}},
-        "train": {"run_dir": "-", "steps": 3, "batch_size": 8, "eval_every": 0, "checkpoint_every": 100,
-                  "progress": False, "async_checkpoint": False,
-                  "model": {"init": "scratch", "preset": "tiny", "overrides": dict(TINY_OVERRIDES),
-                            "tokenizer_vocab_size": 200},
-                  "data": {"buckets": [[96, 96]], "eval_fraction": 0.0}},
-        "eval": {"problems": [str(tmp_path / "test.jsonl")], "styles": ["pot"], "max_new_tokens": 8,
-                 "batch_size": 8},
-    })
-    rounds = run_fdd(cfg, log=lambda _: None)
+def test_fdd_two_rounds_then_resume_does_nothing(fdd_reference):
+    run, rounds = fdd_reference["run"], fdd_reference["rounds"]
 
     assert [r["round"] for r in rounds] == [0, 1]
     split = json.loads((run / "fdd" / "split_r0.json").read_text())
@@ -49,5 +33,6 @@ def test_fdd_two_rounds_then_resume_does_nothing(tmp_path):
     stamps = {p.name: p.stat().st_mtime_ns for p in (run / "stages").iterdir()}
     assert set(stamps) >= {"seed_problems.json", "r0_teach.json", "r0_train.json", "r0_eval.json",
                            "r1_new_problems.json", "r1_teach.json", "r0_export.json", "r1_train.json"}
+    cfg = from_dict(FddConfig, fdd_reference["config"])
     assert run_fdd(cfg, log=lambda _: None) == rounds
     assert {p.name: p.stat().st_mtime_ns for p in (run / "stages").iterdir()} == stamps

@@ -2,7 +2,7 @@
 checkpoint loading, and config errors before any compile.
 
 All runs here share one configuration up to run_dir / steps, so the compiled step is the same program:
-a persistent compilation cache (set for this module, passed to the subprocesses) compiles it once.
+the session's persistent compilation cache (tests/conftest.py, inherited by the subprocesses) compiles it once.
 The schedule is constant after a one-step warmup, so a run with steps=6 does exactly the first 6 steps of
 a run with steps=12 (with a decaying schedule the total length is part of the math).
 """
@@ -42,14 +42,8 @@ COMMON = {"steps": STEPS, "checkpoint_every": 4, "eval_every": 4,
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_loop")
-    cache = root / "jax_cache"
-    old = {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
-    jax.config.update("jax_compilation_cache_dir", str(cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     rationales = write_rationales(root / "runs" / "r" / "rationales" / "0" / "mixed.jsonl", 60)
-    yield {"root": root, "rationales": rationales, "cache": cache}
-    for k, v in old.items():
-        jax.config.update(k, v)
+    return {"root": root, "rationales": rationales}
 
 
 def _cfg_dict(env, name: str, tokenizer: Path | None, **top) -> dict:
@@ -111,8 +105,7 @@ def test_sigterm_checkpoints_and_resumes(env, reference):
     run = Path(cfg["run_dir"])
     cfg_file = env["root"] / "preempted.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    proc_env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(env["cache"]),
-                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONPATH": str(REPO)}
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "distill_jax.cli", "train", "--config", str(cfg_file)],
                             env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # the handler is installed before config.yaml is written; the first step is seconds of setup later
@@ -152,8 +145,7 @@ def test_two_processes_train_like_one(env, reference):
     for pid in range(2):
         proc_env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
                     "DISTILL_JAX_COORDINATOR": f"127.0.0.1:{port}", "DISTILL_JAX_NUM_PROCESSES": "2",
-                    "DISTILL_JAX_PROCESS_ID": str(pid), "JAX_COMPILATION_CACHE_DIR": str(env["cache"]),
-                    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONPATH": str(REPO)}
+                    "DISTILL_JAX_PROCESS_ID": str(pid), "PYTHONPATH": str(REPO)}
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "distill_jax.cli", "train", "--config", str(cfg_file)],
             env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))

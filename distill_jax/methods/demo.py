@@ -41,13 +41,15 @@ class DemoSize:
     fdd_steps: int  # FDD round 1 and its control
     batch_size: int
     max_new_tokens: int  # an undertrained student may never emit EOS: decoding stops here
+    vocab_size: int = 800
+    buckets: int = 3  # (input, target) shapes, each compiled once for all students
     # The student: 2+2 layers of width 128 learn this world within the budget; `tiny` (3+3) learns it better
     # per step but not per second on 2 cores.
     model: dict[str, int] = field(default_factory=lambda: {
         "d_model": 128, "d_kv": 32, "num_heads": 4, "d_ff": 384, "num_layers": 2, "num_decoder_layers": 2})
 
 
-FULL = DemoSize(n_train=1500, n_test=200, steps=600, fdd_steps=200, batch_size=32, max_new_tokens=128)
+FULL = DemoSize(n_train=1000, n_test=150, steps=300, fdd_steps=100, batch_size=32, max_new_tokens=128)
 QUICK = DemoSize(n_train=200, n_test=30, steps=30, fdd_steps=10, batch_size=32, max_new_tokens=48)
 
 
@@ -79,7 +81,7 @@ def _teach_config(run: Path, files: dict[str, str], seed: int):
         "teacher": {"kind": "symbolic", "error_rate": 0.1}})
 
 
-def _train_tokenizer(run: Path) -> dict:
+def _train_tokenizer(run: Path, vocab_size: int) -> dict:
     """One vocabulary for every student, so their numbers compare like for like and their compiled steps
     (same shapes, same vocab size) come from the compilation cache after the first student."""
     from distill_jax.model.tokenizer import train_tokenizer
@@ -87,18 +89,18 @@ def _train_tokenizer(run: Path) -> dict:
 
     records = B.read_records(B.DataConfig(rationales=(str(run / "rationales" / "r0"),)))
     texts = [B.input_text(r) for r in records] + [r["rationale"] for r in records]
-    tok = train_tokenizer(texts, run / "tokenizer", 800)
+    tok = train_tokenizer(texts, run / "tokenizer", vocab_size)
     return {"vocab_size": tok.vocab_size, "texts": len(texts)}
 
 
-def _buckets(run: Path) -> list[list[int]]:
-    """Three (input, target) shapes fitted to every student's data at once: one compile set for all."""
+def _buckets(run: Path, n: int) -> list[list[int]]:
+    """(input, target) shapes fitted to every student's data at once: one compile set for all."""
     from distill_jax.model.tokenizer import Tokenizer
     from distill_jax.train import batches as B
 
     records = B.read_records(B.DataConfig(rationales=(str(run / "rationales" / "r0"),)))
     encoded = B.encode(records, Tokenizer.load(run / "tokenizer"))
-    return [list(b) for b in B.suggest_buckets(encoded, 3)]
+    return [list(b) for b in B.suggest_buckets(encoded, n)]
 
 
 def _train_config(run: Path, size: DemoSize, seed: int, buckets: list, out: Path, styles: tuple[str, ...],
@@ -149,6 +151,13 @@ def _hard_file(run: Path) -> str:
     return str(path)
 
 
+def _round_accuracy(record: dict) -> dict:
+    """An FDD round's accuracies keyed like _eval's; its seed eval already scored the round-0 hard split."""
+    acc = dict(record["accuracy"])
+    acc["hard_r0/pot"] = acc.pop("seed_hard_r0/pot")
+    return acc
+
+
 def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -> dict:
     """Every stage of the demo (resumable); returns the results that demo_report renders."""
     from distill_jax.methods.fdd import run_fdd
@@ -161,8 +170,8 @@ def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -
     tests = [files[t] for t in TESTS]
     teach_cfg = _teach_config(run, files, seed)
     stages.run("teach", lambda: teach(teach_cfg, progress=True).to_dict()["styles"])
-    stages.run("tokenizer", lambda: _train_tokenizer(run))
-    buckets = stages.run("buckets", lambda: _buckets(run))
+    stages.run("tokenizer", lambda: _train_tokenizer(run, size.vocab_size))
+    buckets = stages.run("buckets", lambda: _buckets(run, size.buckets))
 
     # FDD first: its round 0 *is* the PoT student (same data, vocabulary, shapes and steps).
     rounds = run_fdd(_fdd_config(run, size, files, seed, buckets), log=log)
@@ -184,9 +193,9 @@ def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -
                                 rationales=(str(run / "fdd" / "rationales" / "r0"),))
     stages.run("train_fdd_control", lambda: dataclasses.asdict(train(control_cfg)))
     hard = stages.run("hard_r0", lambda: _hard_file(run))
-    fdd_students = {"r0": train_dirs["pot"], "r1": run / "fdd" / "train" / "r1", "control": control}
-    for name, train_dir in fdd_students.items():
-        results["fdd"][name] = stages.run(f"eval_fdd_{name}", lambda: _eval(train_dir, [hard, *tests], ("pot",), size))
+    results["fdd"] = {f"r{r['round']}": _round_accuracy(r) for r in rounds}
+    results["fdd"]["control"] = stages.run("eval_fdd_control",
+                                           lambda: _eval(control, [hard, *tests], ("pot",), size))
     results["fdd_rounds"] = rounds
     results["teach"] = json.loads((run / "stages" / "teach.json").read_text(encoding="utf-8"))["result"]
     return results

@@ -140,7 +140,8 @@ def write_demo_report(run: Path, results: dict[str, Any], size: DemoSize, comman
         f"(hard); the teacher wrote {new['harder']} harder variants of easy ones and {new['similar']} similar "
         f"problems for hard ones (kept when its independent solutions agree). Round 1 and the control each train "
         f"{size.fdd_steps} more steps from the round-0 student.", "",
-        *_fdd_table(results["fdd"]), "", f"Per-round details and plots: [fdd/report.md]({fdd_report.relative_to(run)}).",
+        *_fdd_table(results["fdd"]), "",
+        f"Per-round details and plots: [fdd/report.md]({fdd_report.relative_to(run)}).",
         "",
     ]
     path = run / "report.md"

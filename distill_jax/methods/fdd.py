@@ -16,6 +16,10 @@ Layout under RUN (every stage reads what the one before wrote, so any stage can 
   fdd/split_r{k}.json             easy / hard ids of the seed problems after round k
   fdd/rounds.json                 accuracy per round on the test sets and on the hard split (report.py plots it)
   stages/*.json                   one marker per finished stage: a rerun resumes at the first missing one
+
+Multi-host (one process per host, jax.distributed, scripts/launch_*.sh): training runs on every process; the
+host work (teacher calls, new problems, export, evaluation, the split) and every file outside train/ are
+process 0's, the others wait at a barrier and read its stage markers. RUN must be on storage every host sees.
 """
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import jax
+import numpy as np
 
 from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
@@ -143,25 +150,72 @@ def _new_problems(cfg: FddConfig, run: Path, k: int, seeds: list[Problem]) -> di
             "from_hard": len(split["hard"])}
 
 
+class _JobStages:
+    """Stages of a job that may span several processes; with one process it is exactly `Stages`."""
+
+    def __init__(self, stages: Stages):
+        self.stages = stages
+        self.multi = jax.process_count() > 1
+        self.main = jax.process_index() == 0
+
+    def host(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Process 0 runs it; on every process it would pay the teacher N times and interleave rows in the
+        same files. The others wait, then read the result from its marker."""
+        if not self.multi:
+            return self.stages.run(name, fn)
+        result = self.stages.run(name, fn) if self.main else None
+        return self._after_barrier(name, result)
+
+    def every_process(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Training: one SPMD program, so every process runs it, or none does (process 0's marker decides);
+        process 0 writes the marker."""
+        if not self.multi:
+            return self.stages.run(name, fn)
+        from jax.experimental import multihost_utils
+
+        done = bool(multihost_utils.broadcast_one_to_all(np.int32(self.stages.done(name))))
+        result = None
+        if self.main:
+            result = self.stages.run(name, fn)
+        elif not done:
+            fn()
+        return self._after_barrier(name, result)
+
+    def _after_barrier(self, name: str, result: Any) -> Any:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"fdd stage {name}")
+        if self.main:
+            return result
+        if not self.stages.done(name):
+            raise RuntimeError(f"stage {name}: process 0 finished it but its marker is not in {self.stages.dir} "
+                               f"(is the run dir on storage every host sees?)")
+        return self.stages.run(name, fn=lambda: None)
+
+
 def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None) -> list[dict]:
     """Run (or resume) every stage; returns the per-round accuracy records written to RUN/fdd/rounds.json."""
     from rich.console import Console
 
     from distill_jax.teacher.generate import teach
-    from distill_jax.train.loop import train
+    from distill_jax.train.loop import maybe_initialize_distributed, train
 
-    log = log or Console().print
+    # before any JAX work, so every stage (also of a resumed run) knows which process it is on
+    maybe_initialize_distributed(cfg.train.distributed)
+    main = jax.process_index() == 0
+    log = (log or Console().print) if main else (lambda _: None)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    config_lib.save_resolved(cfg, run / "config.yaml")
-    stages = Stages(run, log)
+    if main:
+        config_lib.save_resolved(cfg, run / "config.yaml")
+    stages = _JobStages(Stages(run, log))
     seed_file = run / "problems" / "seed.jsonl"
 
     def copy_seed() -> int:
         problems = load_problems(cfg.teach.problems, cfg.teach.data_dir)[: cfg.teach.limit]
         return write_jsonl(seed_file, (p.to_row() for p in problems))
 
-    stages.run("seed_problems", copy_seed)
+    stages.host("seed_problems", copy_seed)
     seeds = load_problems(str(seed_file))
     rounds: list[dict] = []
     hard0: set[str] | None = None
@@ -169,23 +223,24 @@ def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None) -> list[di
         if k == 0:
             problems_k = seeds
         else:
-            stages.run(f"r{k}_new_problems", lambda: _new_problems(cfg, run, k, seeds))
+            stages.host(f"r{k}_new_problems", lambda: _new_problems(cfg, run, k, seeds))
             problems_k = load_problems(str(run / "problems" / f"r{k}" / "all.jsonl"))
         teach_cfg = dataclasses.replace(cfg.teach, run_dir=str(run), round=k, limit=None)
-        stages.run(f"r{k}_teach", lambda: teach(teach_cfg, problems_k, progress=True).to_dict()["styles"])
+        stages.host(f"r{k}_teach", lambda: teach(teach_cfg, problems_k, progress=True).to_dict()["styles"])
         if k > 0 and cfg.continue_training:
-            stages.run(f"r{k - 1}_export", lambda: _export_round(run, k - 1))
+            stages.host(f"r{k - 1}_export", lambda: _export_round(run, k - 1))
         train_cfg = _round_train_config(cfg, run, k)
-        stages.run(f"r{k}_train", lambda: dataclasses.asdict(train(train_cfg)))
-        record = stages.run(f"r{k}_eval", lambda: _evaluate_round(cfg, run, k, seed_file))
-        split = stages.run(f"r{k}_split", lambda: _split(cfg, run, k, record["step"], seed_file))
+        stages.every_process(f"r{k}_train", lambda: dataclasses.asdict(train(train_cfg)))
+        record = stages.host(f"r{k}_eval", lambda: _evaluate_round(cfg, run, k, seed_file))
+        split = stages.host(f"r{k}_split", lambda: _split(cfg, run, k, record["step"], seed_file))
         if hard0 is None:
             hard0 = set(json.loads((run / "fdd" / "split_r0.json").read_text(encoding="utf-8"))["hard"])
         record = dict(record, split=split)
         record["accuracy"]["seed_hard_r0/" + cfg.solve_style] = _hard_accuracy(
             cfg, run, k, record["step"], seed_file, hard0)
         rounds.append(record)
-        (run / "fdd" / "rounds.json").write_text(json.dumps(rounds, indent=2), encoding="utf-8")
+        if main:
+            (run / "fdd" / "rounds.json").write_text(json.dumps(rounds, indent=2), encoding="utf-8")
     return rounds
 
 
@@ -201,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.eval.problems and not cfg.eval.benchmarks:
         raise ConfigError("eval.problems or eval.benchmarks must name at least one test set")
     rounds = run_fdd(cfg)
+    if jax.process_index() != 0:
+        return 0
     print(f"report: {write_report(cfg.run_dir)}")
     for r in rounds:
         print(f"round {r['round']}: " + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in r["accuracy"].items()))

@@ -32,3 +32,6 @@ class Stages:
         tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
         tmp.replace(marker)
         return result
+
+    def done(self, name: str) -> bool:
+        return (self.dir / f"{name}.json").is_file()

@@ -45,9 +45,14 @@ class Checkpointer:
         if keep_best:
             policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=keep_best,
                                      keep_checkpoints_without_metrics=False))
+        # A reader needs no other process: pipelines evaluate and export on process 0 while the others wait
+        # (orbax would otherwise put a barrier over every process into the manager's constructor).
+        local = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                                   active_processes={jax.process_index()})
         options = ocp.CheckpointManagerOptions(
             preservation_policy=pp.AnyPreservationPolicy(policies), create=not read_only, read_only=read_only,
-            enable_async_checkpointing=async_save)
+            enable_async_checkpointing=async_save,
+            **({"multiprocessing_options": local} if read_only else {}))
         self.directory = ckpt_dir(run_dir)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 

@@ -98,8 +98,9 @@ def _tokenizer(cfg: TrainConfig, records: list[dict]):
 
 
 def quiet_checkpoint_logs() -> None:
-    """orbax logs every save's thread hand-offs at INFO through absl: dozens of lines per checkpoint."""
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    """orbax logs every save's thread hand-offs at INFO through absl (dozens of lines per checkpoint), and
+    warns that a restore-only manager is read-only each time a checkpoint is loaded for evaluation."""
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def _barrier(name: str) -> None:
