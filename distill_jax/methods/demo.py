@@ -49,8 +49,8 @@ class DemoSize:
         "d_model": 128, "d_kv": 32, "num_heads": 4, "d_ff": 384, "num_layers": 2, "num_decoder_layers": 2})
 
 
-FULL = DemoSize(n_train=1000, n_test=150, steps=300, fdd_steps=100, batch_size=32, max_new_tokens=128)
-QUICK = DemoSize(n_train=200, n_test=30, steps=30, fdd_steps=10, batch_size=32, max_new_tokens=48)
+FULL = DemoSize(n_train=800, n_test=150, steps=240, fdd_steps=80, batch_size=32, max_new_tokens=128)
+QUICK = DemoSize(n_train=120, n_test=20, steps=16, fdd_steps=4, batch_size=32, max_new_tokens=32, buckets=1)
 
 
 def make_problems(out: Path, size: DemoSize, seed: int) -> dict[str, str]:

@@ -10,7 +10,8 @@ and never duplicates a record.
     RUN/rationales/r{round}/STYLE.jsonl   verified records (DESIGN.md format)
     RUN/rejects/r{round}/STYLE.jsonl      records that failed parsing or verification, with `reason`
     RUN/teacher/summary.json              kept / rejected by reason per style, tokens, cost, cache hits
-    RUN/teacher/cache.sqlite              the response cache          RUN/config.yaml  the resolved config
+    RUN/teacher/cache.sqlite              the response cache
+    RUN/teacher/config_r{round}.yaml      the resolved config (under teacher/: a pipeline's RUN/config.yaml is its own)
 
 FDD's question generation, which reuses these teachers, is in teacher/fdd_problems.py.
 """
@@ -291,7 +292,7 @@ def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: boo
         if cfg.teacher.dry_run:
             summary.estimate = dry_run_estimate(cfg, problems, teacher)
             return summary
-        config_lib.save_resolved(cfg, run / "config.yaml")
+        config_lib.save_resolved(cfg, run / "teacher" / f"config_r{cfg.round}.yaml")
         with _progress_bar(progress) as bar:
             for style in cfg.styles:
                 summary.styles[style] = _teach_style(cfg, style, problems, teacher, summary, bar)
