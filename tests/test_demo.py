@@ -70,3 +70,14 @@ def test_compare_reports_noise_not_findings():
     assert compare({"accuracy": 0.52, "n": 100}, {"accuracy": 0.50, "n": 100})[0] == "within noise"
     assert compare({"accuracy": 0.60, "n": 400}, {"accuracy": 0.40, "n": 400})[0] == "yes"
     assert compare({"accuracy": 0.10, "n": 400}, {"accuracy": 0.40, "n": 400})[0] == "no"
+
+
+def test_a_rerun_of_another_size_is_refused(tmp_path):
+    from distill_jax.config import ConfigError
+    from distill_jax.methods.demo import FULL, QUICK, _check_same_size
+
+    _check_same_size(tmp_path, QUICK, seed=0)
+    _check_same_size(tmp_path, QUICK, seed=0)  # the same run resumes
+    for size, seed in ((FULL, 0), (QUICK, 1)):
+        with pytest.raises(ConfigError, match="another size or seed"):
+            _check_same_size(tmp_path, size, seed)

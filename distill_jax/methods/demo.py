@@ -211,10 +211,27 @@ def _use_compilation_cache(run: Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _check_same_size(run: Path, size: DemoSize, seed: int) -> None:
+    """A rerun resumes from stage markers: with another size or seed it would mix two runs' results."""
+    from distill_jax.config import ConfigError
+
+    want = {"size": dataclasses.asdict(size), "seed": seed}
+    path = run / "demo_size.json"
+    if path.is_file():
+        have = json.loads(path.read_text(encoding="utf-8"))
+        if have != want:
+            raise ConfigError(f"{run} holds a demo run of another size or seed ({have}); give a new --out")
+    else:
+        path.write_text(json.dumps(want), encoding="utf-8")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; reruns resume)")
     parser.add_argument("--quick", action="store_true", help="a few minutes: checks the pipeline, not findings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per student (FDD round 1 and its control get a third); the default "
+                             "fits 15 min on 2 CPU cores, which is too few for the students to learn much")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,11 +246,15 @@ def run(args: argparse.Namespace) -> int:
     quiet_checkpoint_logs()
     console = Console()
     size = QUICK if args.quick else FULL
+    if args.steps:
+        size = dataclasses.replace(size, steps=args.steps, fdd_steps=max(args.steps // 3, 1))
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_size(run_dir, size, args.seed)
     _use_compilation_cache(run_dir)
     start = time.perf_counter()
-    command = f"distill-jax demo{' --quick' if args.quick else ''} --out {args.out}"
+    command = (f"distill-jax demo{' --quick' if args.quick else ''}{f' --steps {args.steps}' if args.steps else ''}"
+               f" --out {args.out}")
     console.rule(f"distill_jax demo ({'quick' if args.quick else 'full'}) -> {run_dir}")
     results = run_demo(run_dir, size, args.seed, console.print)
     minutes = (time.perf_counter() - start) / 60

@@ -37,7 +37,7 @@ from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import write_jsonl
-from distill_jax.methods.stages import Stages
+from distill_jax.methods.stages import Stages, copy_seed_problems
 from distill_jax.teacher.generate import TeachConfig
 from distill_jax.train.config import TrainConfig
 
@@ -211,11 +211,8 @@ def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None) -> list[di
     stages = _JobStages(Stages(run, log))
     seed_file = run / "problems" / "seed.jsonl"
 
-    def copy_seed() -> int:
-        problems = load_problems(cfg.teach.problems, cfg.teach.data_dir)[: cfg.teach.limit]
-        return write_jsonl(seed_file, (p.to_row() for p in problems))
-
-    stages.host("seed_problems", copy_seed)
+    stages.host("seed_problems", lambda: copy_seed_problems(
+        cfg.teach.problems, cfg.teach.data_dir, cfg.teach.limit, seed_file))
     seeds = load_problems(str(seed_file))
     rounds: list[dict] = []
     hard0: set[str] | None = None

@@ -37,7 +37,7 @@ from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import write_jsonl
 from distill_jax.evaluate.evaluate import DecodingConfig
-from distill_jax.methods.stages import Stages
+from distill_jax.methods.stages import Stages, copy_seed_problems
 from distill_jax.reasoning.styles import STYLES
 from distill_jax.teacher.generate import TeachConfig
 from distill_jax.train.config import TrainConfig
@@ -308,11 +308,8 @@ def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None) -> d
     stages = Stages(run, log)
     seed_file = run / "problems" / "seed.jsonl"
 
-    def copy_seed() -> int:
-        problems = load_problems(cfg.teach.problems, cfg.teach.data_dir)[: cfg.teach.limit]
-        return write_jsonl(seed_file, (p.to_row() for p in problems))
-
-    stages.run("seed_problems", copy_seed)
+    stages.run("seed_problems", lambda: copy_seed_problems(
+        cfg.teach.problems, cfg.teach.data_dir, cfg.teach.limit, seed_file))
     seeds = load_problems(str(seed_file))
     teach_cfg = dataclasses.replace(cfg.teach, run_dir=str(run), round=0, limit=None, styles=cfg.teach_styles())
     if cfg.teach.teacher.dry_run:  # an estimate only: no stage is marked done, nothing after it runs

@@ -35,3 +35,12 @@ class Stages:
 
     def done(self, name: str) -> bool:
         return (self.dir / f"{name}.json").is_file()
+
+
+def copy_seed_problems(problems: str, data_dir: str | None, limit: int | None, seed_file: Path) -> int:
+    """A pipeline's first stage: its seed problems copied into RUN, so the run is self-contained and later
+    stages (and reruns) read the same problems even when the source file changes."""
+    from distill_jax.data.problems import load_problems
+    from distill_jax.data.records import write_jsonl
+
+    return write_jsonl(seed_file, (p.to_row() for p in load_problems(problems, data_dir)[:limit]))

@@ -11,7 +11,8 @@ and never duplicates a record.
     RUN/rejects/r{round}/STYLE.jsonl      records that failed parsing or verification, with `reason`
     RUN/teacher/summary.json              kept / rejected by reason per style, tokens, cost, cache hits
     RUN/teacher/cache.sqlite              the response cache
-    RUN/teacher/config_r{round}.yaml      the resolved config (under teacher/: a pipeline's RUN/config.yaml is its own)
+    RUN/teacher/config_r{round}.yaml      the resolved config of each round (RUN/config.yaml is the CLI's, or
+                                          the config of the pipeline that called teach())
 
 FDD's question generation, which reuses these teachers, is in teacher/fdd_problems.py.
 """
@@ -444,6 +445,8 @@ def _print_summary(summary: TeachSummary) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["teacher.dry_run=true"] if args.dry_run else [])
     cfg = config_lib.load(TeachConfig, args.config, overrides)
+    if not cfg.teacher.dry_run:
+        config_lib.save_resolved(cfg, Path(cfg.run_dir) / "config.yaml")  # the run is this teach run alone
     summary = teach(cfg, progress=not args.no_progress)
     _print_summary(summary)
     if summary.errors:
