@@ -36,7 +36,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch is the CPU build (a local wheel here); it is only the reference for parity tests/benchmarks.
-        "test": ["pytest==9.2.0", "torch==2.13.0"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "torch==2.13.0"],
         "tensorboard": ["tensorboardX==2.6.5"],
     },
     entry_points={"console_scripts": ["distill-jax=distill_jax.cli:main"]},

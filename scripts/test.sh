@@ -6,4 +6,11 @@ source "$(dirname "$0")/_venv.sh"
 export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=8}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export PYTHONHASHSEED=0
-python -m pytest -q -p no:cacheprovider tests "$@"
+# One XLA compilation cache for the run, shared by the pytest workers and the tests' subprocesses: most of the
+# suite's time is compiling the same tiny models again (tests/conftest.py makes one when run without this script).
+cache="$(mktemp -d)"
+trap 'rm -rf "$cache"' EXIT
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$cache}"
+# Two workers: XLA compiles on one thread, so two test files at a time keep both cores busy; --dist loadfile
+# keeps each file (and its module fixtures) on one worker.
+python -m pytest -q -p no:cacheprovider -n "${DISTILL_JAX_TEST_WORKERS:-2}" --dist loadfile tests "$@"

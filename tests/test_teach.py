@@ -51,7 +51,8 @@ def test_symbolic_teacher_end_to_end(tmp_path):
     summary = teach(cfg)
     run = Path(cfg.run_dir)
     saved = json.loads((run / "teacher" / "summary.json").read_text())
-    assert yaml.safe_load((run / "teacher" / "config_r0.yaml").read_text())["config"]["teacher"]["kind"] == "symbolic"
+    resolved = yaml.safe_load((run / "teacher" / "config_r1.yaml").read_text())  # one file per round
+    assert resolved["config"]["teacher"]["kind"] == "symbolic"
     for style in cfg.styles:
         kept, rejected = _files(run, 1, style)
         _check_records(kept, rejected)
