@@ -169,7 +169,7 @@ def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -
     files = stages.run("problems", lambda: make_problems(run / "problems", size, seed))
     tests = [files[t] for t in TESTS]
     teach_cfg = _teach_config(run, files, seed)
-    stages.run("teach", lambda: teach(teach_cfg, progress=True).to_dict()["styles"])
+    taught = stages.run("teach", lambda: teach(teach_cfg, progress=True).to_dict()["styles"])
     stages.run("tokenizer", lambda: _train_tokenizer(run, size.vocab_size))
     buckets = stages.run("buckets", lambda: _buckets(run, size.buckets))
 
@@ -177,7 +177,7 @@ def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -
     rounds = run_fdd(_fdd_config(run, size, files, seed, buckets), log=log)
     train_dirs = {name: run / "students" / name for name in STUDENTS}
     train_dirs["pot"] = run / "fdd" / "train" / "r0"
-    results: dict[str, Any] = {"students": {}, "fdd": {}}
+    results: dict[str, Any] = {"students": {}, "fdd": {}, "teach": taught}
     for name, styles in STUDENTS.items():
         out = train_dirs[name]
         if name != "pot":
@@ -197,7 +197,6 @@ def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -
     results["fdd"]["control"] = stages.run("eval_fdd_control",
                                            lambda: _eval(control, [hard, *tests], ("pot",), size))
     results["fdd_rounds"] = rounds
-    results["teach"] = json.loads((run / "stages" / "teach.json").read_text(encoding="utf-8"))["result"]
     return results
 
 
