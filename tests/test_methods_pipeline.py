@@ -21,21 +21,15 @@ N_TEST = 6
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Train/test problems and one tokenizer every run shares (trained on all the styles' texts); a persistent
-    compilation cache so the runs after the first reuse its compiled train step and decoder (same shapes)."""
-    import jax
-
+    """Train/test problems and one tokenizer every run shares (trained on all the styles' texts). The runs share
+    shapes, so after the first they load their train step and decoder from the session's compilation cache
+    (tests/conftest.py)."""
     from distill_jax.methods.decompose import DECOMPOSE_PREFIX, SOLVE_PREFIX
     from distill_jax.methods.pad import REFINE_PREFIX
     from distill_jax.model.tokenizer import train_tokenizer
     from distill_jax.teacher.symbolic import SymbolicTeacher
 
     root = tmp_path_factory.mktemp("world")
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in keys}
-    for k, v in zip(keys, (str(root / "jax_cache"), 0, 0)):
-        jax.config.update(k, v)
     train, test = generate(24, 0, 1, 2, distractor_rate=0.3), generate(N_TEST, 1, 1, 2, distractor_rate=0.3)
     write_jsonl(root / "train.jsonl", (p.to_row() for p in train))
     write_jsonl(root / "test.jsonl", (p.to_row() for p in test))
@@ -46,9 +40,7 @@ def world(tmp_path_factory):
               ("cot", "pot", "eot", "kp_pot", "dss", "dss:rationale", REFINE_PREFIX[1:-1],
                DECOMPOSE_PREFIX[1:-1], SOLVE_PREFIX[1:-1])]
     train_tokenizer(texts, root / "tokenizer", 200)
-    yield {"train": str(root / "train.jsonl"), "test": str(root / "test.jsonl"), "tokenizer": str(root / "tokenizer")}
-    for k, v in old.items():
-        jax.config.update(k, v)
+    return {"train": str(root / "train.jsonl"), "test": str(root / "test.jsonl"), "tokenizer": str(root / "tokenizer")}
 
 
 def _config(world: dict, run: Path, method: str, **sections) -> MethodConfig:

@@ -20,7 +20,7 @@ class Stages:
         self.log = log
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        marker = self.dir / f"{name}.json"
+        marker = self._marker(name)
         if marker.is_file():
             self.log(f"[dim]stage {name}: done earlier, skipped[/dim]")
             return json.loads(marker.read_text(encoding="utf-8"))["result"]
@@ -34,7 +34,10 @@ class Stages:
         return result
 
     def done(self, name: str) -> bool:
-        return (self.dir / f"{name}.json").is_file()
+        return self._marker(name).is_file()
+
+    def _marker(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
 
 
 def copy_seed_problems(problems: str, data_dir: str | None, limit: int | None, seed_file: Path) -> int:
