@@ -91,7 +91,7 @@ def test_predictions_equal_decoding_by_hand(scored):
             rows = _rows(_result(scored["run"], step, style) / "predictions.jsonl")
             inputs = [student_input(p.question, style) for p in scored["problems"]]
             outputs = decode.generate_texts(params, config, tokenizer, inputs, MAX_NEW, BATCH,
-                                            mesh=ev._decode_mesh(BATCH), progress=False)
+                                            mesh=ev.decode_mesh(BATCH), progress=False)
             answers = get_style(style).answers(outputs)
             assert [r["id"] for r in rows] == [p.id for p in scored["problems"]]
             for row, inp, out, ans, p in zip(rows, inputs, outputs, answers, scored["problems"]):
@@ -200,7 +200,7 @@ def student(tiny):
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     config, params, tok_dir = load_params(tiny["run"], 4)
-    mesh = ev._decode_mesh(BATCH)
+    mesh = ev.decode_mesh(BATCH)
     inputs = [student_input(p.question, "cot") for p in tiny["problems"]]
     tokenizer = Tokenizer.load(tok_dir)
     encoded = tokenizer.encode_batch(inputs)

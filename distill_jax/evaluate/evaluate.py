@@ -223,7 +223,7 @@ def is_scored(directory: Path, fp: dict) -> bool:
         return False
 
 
-def _decode(student: Student, inputs: list[str], dec: DecodingConfig, mesh: Any) -> list[list[str]]:
+def decode_outputs(student: Student, inputs: list[str], dec: DecodingConfig, mesh: Any) -> list[list[str]]:
     """Every input's outputs as a list (one per sample)."""
     import jax
 
@@ -246,7 +246,7 @@ def _decode(student: Student, inputs: list[str], dec: DecodingConfig, mesh: Any)
     return [t if isinstance(t, list) else [t] for t in texts]
 
 
-def _decode_mesh(batch_size: int) -> Any:
+def decode_mesh(batch_size: int) -> Any:
     """A 1-D `data` mesh over as many local devices as divide the batch (all of them on one host)."""
     import jax
     import numpy as np
@@ -257,6 +257,25 @@ def _decode_mesh(batch_size: int) -> Any:
     return Mesh(np.array(devices[:n]), ("data",))
 
 
+def write_result(cfg: EvalConfig, step: int | str, bench: Benchmark, style: str, rows: list[dict],
+                 **extra: Any) -> dict:
+    """predictions.jsonl and metrics.json of one (step, benchmark, style), returning the metrics: the fields
+    every result carries (the report and the pipelines read them), then `extra`. `rows` are one per problem."""
+    n = len(bench.problems)
+    correct = sum(bool(r["correct"]) for r in rows)
+    metrics = {
+        "step": step, "benchmark": bench.name, "style": style, "decoding": cfg.decoding.tag(),
+        "accuracy": correct / n if n else 0.0, "n": n, "correct": correct,
+        "data": {"file": str(bench.path), "sha256": bench.sha256, "count": n},
+        "settings": dataclasses.asdict(cfg.decoding), **extra,
+    }
+    directory = result_dir(cfg, step, bench.name, style)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_jsonl(directory / "predictions.jsonl", rows)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return metrics
+
+
 def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str, mesh: Any, model: dict) -> dict:
     """Decode, read answers, compare; write predictions.jsonl and metrics.json; return the metrics."""
     directory = result_dir(cfg, student.step, bench.name, style)
@@ -265,19 +284,18 @@ def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str,
         return json.loads((directory / "metrics.json").read_text(encoding="utf-8")) | {"skipped": True}
     inputs = [student_input(p.question, style) for p in bench.problems]
     start = time.perf_counter()
-    outputs = _decode(student, inputs, cfg.decoding, mesh)
+    outputs = decode_outputs(student, inputs, cfg.decoding, mesh)
     seconds = time.perf_counter() - start
     flat = [o for outs in outputs for o in outs]
     answers = get_style(style).answers(flat)
     new_tokens = sum(len(ids) for ids in student.tokenizer.encode_batch(flat, add_eos=False))
     rows, errors, pos = [], {}, 0
-    correct = first_correct = no_answer = 0
+    first_correct = no_answer = 0
     for problem, inp, outs in zip(bench.problems, inputs, outputs):
         ans = answers[pos: pos + len(outs)]
         pos += len(outs)
         vote = majority_vote([a.answer for a in ans])
         ok = answers_match(vote.answer, problem.answer)
-        correct += ok
         first_correct += answers_match(ans[0].answer, problem.answer)
         no_answer += vote.answer is None
         for a in ans:
@@ -291,20 +309,11 @@ def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str,
             row["predictions"] = [a.answer for a in ans]
         rows.append(row)
     n = len(bench.problems)
-    metrics = {
-        "step": student.step, "benchmark": bench.name, "style": style, "decoding": cfg.decoding.tag(),
-        "accuracy": correct / n if n else 0.0, "n": n, "correct": correct, "no_answer": no_answer,
-        "errors": dict(sorted(errors.items())), "decode_seconds": round(seconds, 3),
-        "decode_tokens_per_s": round(new_tokens / seconds, 1) if seconds > 0 else None,
-        "data": {"file": str(bench.path), "sha256": bench.sha256, "count": n},
-        "settings": dataclasses.asdict(cfg.decoding), "fingerprint": fp,
-    }
+    extra = {"no_answer": no_answer, "errors": dict(sorted(errors.items())), "decode_seconds": round(seconds, 3),
+             "decode_tokens_per_s": round(new_tokens / seconds, 1) if seconds > 0 else None, "fingerprint": fp}
     if cfg.decoding.samples > 1 and cfg.decoding.mode == "sample":
-        metrics["first_sample_accuracy"] = first_correct / n if n else 0.0
-    directory.mkdir(parents=True, exist_ok=True)
-    write_jsonl(directory / "predictions.jsonl", rows)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return metrics
+        extra["first_sample_accuracy"] = first_correct / n if n else 0.0
+    return write_result(cfg, student.step, bench, style, rows, **extra)
 
 
 def vote_styles(cfg: EvalConfig, step: int | str, bench: Benchmark, fp: dict | None = None) -> dict:
@@ -315,30 +324,17 @@ def vote_styles(cfg: EvalConfig, step: int | str, bench: Benchmark, fp: dict | N
         path = result_dir(cfg, step, bench.name, style) / "predictions.jsonl"
         rows = {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
         per_style.append(rows)
-    correct, rows = 0, []
+    rows = []
     for p in bench.problems:
         votes = []
         for rows_by_id in per_style:
             r = rows_by_id[p.id]
             votes += r.get("predictions", [r["prediction"]])
         vote = majority_vote(votes)
-        ok = answers_match(vote.answer, p.answer)
-        correct += ok
         rows.append({"id": p.id, "votes": votes, "prediction": vote.answer, "agree": vote.votes,
-                     "gold": p.answer, "correct": ok})
-    n = len(bench.problems)
-    directory = result_dir(cfg, step, bench.name, "vote")
-    directory.mkdir(parents=True, exist_ok=True)
-    write_jsonl(directory / "predictions.jsonl", rows)
-    metrics = {
-        "step": step, "benchmark": bench.name, "style": "vote", "decoding": cfg.decoding.tag(),
-        "accuracy": correct / n if n else 0.0, "n": n, "correct": correct, "voters": list(cfg.styles),
-        "data": {"file": str(bench.path), "sha256": bench.sha256, "count": n},
-        "settings": dataclasses.asdict(cfg.decoding),
-        "tie_break": "first vote in style order " + ",".join(cfg.styles), "fingerprint": fp,
-    }
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return metrics
+                     "gold": p.answer, "correct": answers_match(vote.answer, p.answer)})
+    return write_result(cfg, step, bench, "vote", rows, voters=list(cfg.styles),
+                        tie_break="first vote in style order " + ",".join(cfg.styles), fingerprint=fp)
 
 
 class EvalFailed(RuntimeError):
@@ -363,7 +359,7 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> list[dict]:
 
     console = console or Console(soft_wrap=True)
     benchmarks = load_benchmarks(cfg)  # bad benchmark names fail before any checkpoint is loaded
-    mesh = _decode_mesh(cfg.decoding.batch_size)
+    mesh = decode_mesh(cfg.decoding.batch_size)
     voting = cfg.vote and (len(cfg.styles) > 1 or cfg.decoding.samples > 1)
     results, failures = [], []
     for step in available_steps(cfg):

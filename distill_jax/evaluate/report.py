@@ -30,6 +30,11 @@ def collect_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda m: (m["benchmark"], m["style"], m["decoding"], _step_key(m["step"])))
 
 
+def by_test_and_style(metrics: list[dict[str, Any]], fields: tuple[str, ...] = ("accuracy", "n")) -> dict[str, dict]:
+    """`benchmark/style` -> the given fields of each metrics dict: the shape the pipelines keep their results in."""
+    return {f"{m['benchmark']}/{m['style']}": {f: m[f] for f in fields} for m in metrics}
+
+
 def _step_key(step: Any) -> tuple[int, Any]:
     return (0, step) if isinstance(step, int) else (1, str(step))
 

@@ -121,10 +121,11 @@ def _train_config(run: Path, size: DemoSize, seed: int, buckets: list, out: Path
 
 def _eval(train_dir: Path, problems: list[str], styles: tuple[str, ...], size: DemoSize) -> dict:
     from distill_jax.evaluate.evaluate import DecodingConfig, EvalConfig, evaluate
+    from distill_jax.evaluate.report import by_test_and_style
 
     cfg = EvalConfig(run_dir=str(train_dir), benchmarks=(), problems=tuple(problems), styles=styles,
                      decoding=DecodingConfig(max_new_tokens=size.max_new_tokens, batch_size=64), report=False)
-    return {f"{m['benchmark']}/{m['style']}": {"accuracy": m["accuracy"], "n": m["n"]} for m in evaluate(cfg)}
+    return by_test_and_style(evaluate(cfg))
 
 
 def _fdd_config(run: Path, size: DemoSize, files: dict[str, str], seed: int, buckets: list):

@@ -37,6 +37,7 @@ from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import write_jsonl
+from distill_jax.evaluate.report import by_test_and_style
 from distill_jax.methods.stages import Stages, copy_seed_problems
 from distill_jax.teacher.generate import TeachConfig
 from distill_jax.train.config import TrainConfig
@@ -118,7 +119,7 @@ def _evaluate_round(cfg: FddConfig, run: Path, k: int, seed_file: Path) -> dict:
 
     tests_cfg, seed_cfg = _eval_configs(cfg, run, k, seed_file)
     tests, seed = evaluate(tests_cfg), evaluate(seed_cfg)
-    accuracy = {f"{m['benchmark']}/{m['style']}": {"accuracy": m["accuracy"], "n": m["n"]} for m in tests}
+    accuracy = by_test_and_style(tests)
     accuracy[f"seed/{cfg.solve_style}"] = {"accuracy": seed[0]["accuracy"], "n": seed[0]["n"]}
     return {"round": k, "step": seed[0]["step"], "accuracy": accuracy}
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -175,12 +176,9 @@ def _records_kpdd(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
         return _write_sets(run, "kpdd", {style: records}, {})
     kept, rejects = kp_records(records, {p.id: p for p in seeds}, cfg.teach.verify_timeout_s)
     summary = _write_sets(run, "kpdd", {style: kept}, {style: rejects})
-    reasons: dict[str, int] = {}
-    for r in rejects:
-        for reason in r["reason"].removeprefix("kpdd: ").split("; "):
-            kind = reason.split(":")[0]
-            reasons[kind] = reasons.get(kind, 0) + 1
-    return {**summary, "reject_reasons": reasons}
+    reasons = Counter(reason.split(":")[0] for r in rejects
+                      for reason in r["reason"].removeprefix("kpdd: ").split("; "))
+    return {**summary, "reject_reasons": dict(reasons)}
 
 
 def _records_etd(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
@@ -226,12 +224,8 @@ def _records_decompose(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> di
     if cfg.decompose.student_solver:
         kept["solver"] = sets.solver
     summary = _write_sets(run, "decompose", kept, {"decomposer": sets.rejects})
-    reasons: dict[str, int] = {}
-    for v in sets.verdicts:
-        if not v.kept:
-            kind = (v.reason or "").split(":")[0].split(" got ")[0]
-            reasons[kind] = reasons.get(kind, 0) + 1
-    return {**summary, "reject_reasons": reasons, "solver": cfg.decompose.solver}
+    reasons = Counter((v.reason or "").split(":")[0].split(" got ")[0] for v in sets.verdicts if not v.kept)
+    return {**summary, "reject_reasons": dict(reasons), "solver": cfg.decompose.solver}
 
 
 _RECORDS = {"kpdd": _records_kpdd, "etd": _records_etd, "pad": _records_pad, "dss": _records_dss,
@@ -262,13 +256,9 @@ def train_config(cfg: MethodConfig, run: Path) -> TrainConfig:
     return dataclasses.replace(cfg.train, run_dir=str(student_dir(run)), data=data)
 
 
-def _flat_accuracy(metrics: list[dict]) -> dict[str, dict]:
-    return {f"{m['benchmark']}/{m['style']}": {"accuracy": m["accuracy"], "n": m["n"], "correct": m["correct"],
-                                               "step": m["step"]} for m in metrics}
-
-
 def _evaluate(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
     from distill_jax.evaluate.evaluate import EvalConfig, evaluate
+    from distill_jax.evaluate.report import by_test_and_style
     from distill_jax.methods import pipeline_eval
 
     styles = cfg.eval_styles()
@@ -280,7 +270,7 @@ def _evaluate(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
         metrics += pipeline_eval.stepwise_eval(base, cfg.pad)
     if cfg.method == "decompose":
         metrics += pipeline_eval.decompose_eval(base, cfg, run)
-    return _flat_accuracy(metrics)
+    return by_test_and_style(metrics, ("accuracy", "n", "correct", "step"))
 
 
 def _preamble(cfg: MethodConfig, records: dict, results: dict) -> str:

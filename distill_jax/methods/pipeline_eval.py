@@ -12,14 +12,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from distill_jax.data.problems import Problem
-from distill_jax.data.records import write_jsonl
 from distill_jax.reasoning.answers import answers_match
 
 if TYPE_CHECKING:
@@ -38,12 +36,12 @@ class TeacherSolver:
 
     def __call__(self, items: list[tuple[str, list[str]]]) -> list[str]:
         from distill_jax.methods.decompose import decomposer_target
-        from distill_jax.teacher.generate import LLMTeacher, _open_client
+        from distill_jax.teacher.generate import LLMTeacher, open_client
         from distill_jax.teacher.parse import clean_subanswers
 
         plans = [decomposer_target(subs) for _, subs in items]
         jobs = [(Problem(f"solve-{i}", q, "", "decompose"), 0) for i, (q, _) in enumerate(items)]
-        client = _open_client(self.cfg)
+        client = open_client(self.cfg)
         try:
             teacher = LLMTeacher(self.cfg, client)
             requests = teacher.requests("decomp", jobs, self.cfg.temperature_for("decomp"),
@@ -58,38 +56,20 @@ class TeacherSolver:
                 for r, plan in zip(results, plans)]
 
 
-def _write(cfg: EvalConfig, step: int | str, bench: Benchmark, label: str, rows: list[dict],
-           settings: dict) -> dict:
-    from distill_jax.evaluate.evaluate import result_dir
-
-    n = len(rows)
-    correct = sum(r["correct"] for r in rows)
-    metrics = {"step": step, "benchmark": bench.name, "style": label, "decoding": cfg.decoding.tag(),
-               "accuracy": correct / n if n else 0.0, "n": n, "correct": correct,
-               "no_answer": sum(r["prediction"] is None for r in rows),
-               "data": {"file": str(bench.path), "sha256": bench.sha256, "count": n},
-               "settings": dataclasses.asdict(cfg.decoding), "method_settings": settings}
-    directory = result_dir(cfg, step, bench.name, label)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_jsonl(directory / "predictions.jsonl", rows)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return metrics
-
-
 def _students(cfg: EvalConfig):
     """(step, student, benchmarks, mesh) for every step the config names."""
-    from distill_jax.evaluate.evaluate import _decode_mesh, available_steps, load_benchmarks, load_student
+    from distill_jax.evaluate.evaluate import decode_mesh, available_steps, load_benchmarks, load_student
 
     benchmarks = load_benchmarks(cfg)
-    mesh = _decode_mesh(cfg.decoding.batch_size)
+    mesh = decode_mesh(cfg.decoding.batch_size)
     for step in available_steps(cfg):
         yield step, load_student(cfg, step), benchmarks, mesh
 
 
 def _first_outputs(student: Any, inputs: list[str], decoding: Any, mesh: Any) -> list[str]:
-    from distill_jax.evaluate.evaluate import _decode
+    from distill_jax.evaluate.evaluate import decode_outputs
 
-    return [outs[0] for outs in _decode(student, inputs, decoding, mesh)] if inputs else []
+    return [outs[0] for outs in decode_outputs(student, inputs, decoding, mesh)] if inputs else []
 
 
 # ------------------------------------------------------------------------------------ PaD step-wise beam
@@ -112,7 +92,7 @@ def line_tree(outputs: list[str]) -> Callable[[str, list[str]], list[tuple[str, 
 def stepwise_eval(cfg: EvalConfig, pad: PadSection) -> list[dict]:
     """PoT accuracy with the step-wise verified beam over the student's sampled programs (label
     `pot+stepwise`)."""
-    from distill_jax.evaluate.evaluate import _decode
+    from distill_jax.evaluate.evaluate import decode_outputs, write_result
     from distill_jax.methods.pad_verify import stepwise_beam
     from distill_jax.reasoning.styles import get_style, student_input
 
@@ -124,7 +104,7 @@ def stepwise_eval(cfg: EvalConfig, pad: PadSection) -> list[dict]:
     for step, student, benchmarks, mesh in _students(cfg):
         for bench in benchmarks:
             inputs = [student_input(p.question, "pot") for p in bench.problems]
-            samples = _decode(student, inputs, sampling, mesh)
+            samples = decode_outputs(student, inputs, sampling, mesh)
             best = [stepwise_beam(line_tree(outs), p.question, pad.beam, pad.max_steps, lm_weight=pad.lm_weight)[0]
                     for p, outs in zip(bench.problems, samples)]
             answers = get_style("pot").answers([b.program for b in best])
@@ -132,13 +112,15 @@ def stepwise_eval(cfg: EvalConfig, pad: PadSection) -> list[dict]:
                      "correct": answers_match(a.answer, p.answer), "error": a.error, "beam_score": b.score,
                      "finished": b.finished}
                     for p, inp, b, a in zip(bench.problems, inputs, best, answers)]
-            out.append(_write(cfg, step, bench, "pot+stepwise", rows, settings))
+            out.append(write_result(cfg, step, bench, "pot+stepwise", rows, method_settings=settings,
+                                    no_answer=sum(r["prediction"] is None for r in rows)))
     return out
 
 
 # ---------------------------------------------------------------------------------- Divide-or-Conquer
 def _score_plans(cfg: EvalConfig, step: int | str, bench: Benchmark, label: str, plans: list[list[str]],
                  plan_texts: list[str], solve_fn: Callable) -> dict:
+    from distill_jax.evaluate.evaluate import write_result
     from distill_jax.reasoning.styles import get_style
 
     todo = [i for i, plan in enumerate(plans) if plan]
@@ -152,7 +134,8 @@ def _score_plans(cfg: EvalConfig, step: int | str, bench: Benchmark, label: str,
                      "output": solved.get(i), "prediction": prediction, "gold": p.answer,
                      "correct": answers_match(prediction, p.answer),
                      "error": (got.error if got else "no sub-questions")})
-    return _write(cfg, step, bench, label, rows, {"solver": label.split("+", 1)[1]})
+    return write_result(cfg, step, bench, label, rows, no_answer=sum(r["prediction"] is None for r in rows),
+                        method_settings={"solver": label.split("+", 1)[1]})
 
 
 def decompose_eval(cfg: EvalConfig, method: MethodConfig, run: Path) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem
 from distill_jax.data.records import write_jsonl
-from distill_jax.teacher.generate import LLMTeacher, OfflineTeacher, TeachConfig, _open_client, verify
+from distill_jax.teacher.generate import LLMTeacher, OfflineTeacher, TeachConfig, open_client, verify
 from distill_jax.teacher.prompts import FDD_TEMPLATES
 
 
@@ -27,7 +27,7 @@ def new_problems(problems: list[Problem], kind: str, cfg: TeachConfig) -> list[P
 
     if kind not in FDD_TEMPLATES:
         raise ConfigError(f"fdd kind must be one of {', '.join(FDD_TEMPLATES)}, got {kind!r}")
-    client = _open_client(cfg) if cfg.teacher.kind == "openai" else None
+    client = open_client(cfg) if cfg.teacher.kind == "openai" else None
     teacher: OfflineTeacher | LLMTeacher = LLMTeacher(cfg, client) if client else OfflineTeacher(cfg)
     try:
         # (parent, index, the new problem or None, the generator's own answer, why there is none)

@@ -264,7 +264,7 @@ def _progress_bar(enabled: bool) -> Any:
                     TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
 
 
-def _open_client(cfg: TeachConfig) -> TeacherClient:
+def open_client(cfg: TeachConfig) -> TeacherClient:
     from distill_jax.teacher.cache import ResponseCache
 
     path = Path(cfg.run_dir) / "teacher" / "cache.sqlite"
@@ -286,7 +286,7 @@ def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: boo
     problems = load_teach_problems(cfg) if problems is None else problems[: cfg.limit]
     run = Path(cfg.run_dir)
     kind = cfg.teacher.kind
-    client = _open_client(cfg) if kind == "openai" else None
+    client = open_client(cfg) if kind == "openai" else None
     teacher: OfflineTeacher | LLMTeacher = LLMTeacher(cfg, client) if client else OfflineTeacher(cfg)
     summary = TeachSummary(str(run), cfg.round, kind, teacher.model)
     try:
