@@ -21,7 +21,17 @@ INSTALL_REQUIRES = [
     "pyyaml==6.0.3",
     "rich==15.0.0",
     "matplotlib==3.11.2",
+    "openai==3.51.0",  # the teacher's transport (teacher/client.py); its httpx reads proxies and CA bundles
 ]
+
+# Accelerator installs: JAX's own extras, pinned to the same jax, so the plugin / libtpu matches the jaxlib.
+# scripts/_venv.sh picks one from DISTILL_JAX_ACCEL (or the hardware it finds).
+JAX_VERSION = next(r.split("==")[1] for r in INSTALL_REQUIRES if r.startswith("jax=="))
+ACCELERATOR_EXTRAS = {
+    "cuda12": [f"jax[cuda12]=={JAX_VERSION}"],
+    "cuda13": [f"jax[cuda13]=={JAX_VERSION}"],
+    "tpu": [f"jax[tpu]=={JAX_VERSION}"],
+}
 
 setup(
     name="distill_jax",
@@ -36,8 +46,11 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch is the CPU build (a local wheel here); it is only the reference for parity tests/benchmarks.
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "torch==2.13.0"],
+        # trustme makes the test CA for the teacher's HTTPS tests; tensorboardX is in the test extra so the
+        # TensorBoard writer is tested too.
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "torch==2.13.0", "trustme==1.2.1", "tensorboardX==2.6.5"],
         "tensorboard": ["tensorboardX==2.6.5"],
+        **ACCELERATOR_EXTRAS,
     },
     entry_points={"console_scripts": ["distill-jax=distill_jax.cli:main"]},
 )
