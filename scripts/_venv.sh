@@ -22,3 +22,6 @@ export PATH="$ROOT/.venv/bin:$PATH"
 if [[ -z "${DISTILL_JAX_DATA:-}" && -d "$ROOT/../shared/data" ]]; then
   export DISTILL_JAX_DATA="$(cd "$ROOT/../shared/data" && pwd)"
 fi
+# This checkout's code wins over the editable install, which may point at another checkout (a git worktree
+# sharing one .venv); the tests' `distill-jax` subprocesses inherit it.
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
