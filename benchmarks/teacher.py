@@ -81,7 +81,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved; medians are reported")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = p.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "distill_jax.teacher.fake_server", "--port", "0",
+    server = subprocess.Popen([sys.executable, "-m", "distill_jax.testing.fake_server", "--port", "0",
                                "--latency-ms", str(args.latency_ms)], stdout=subprocess.PIPE, text=True)
     walls, cpus, floors, loads = [], [], [], []
     try:

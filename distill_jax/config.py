@@ -16,6 +16,8 @@ from typing import Any, Iterable, Literal, TypeVar, Union, get_args, get_origin,
 
 import yaml
 
+from distill_jax.fileio import write_text_atomic
+
 T = TypeVar("T")
 
 
@@ -225,12 +227,8 @@ def _versions() -> dict[str, str]:
 
 def save_resolved(cfg: Any, path: str | Path) -> None:
     """Write the fully resolved config plus package versions, so a run directory says how it was made."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"config": to_dict(cfg), "versions": _versions()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
 
 
 def load_resolved(cls: type[T], path: str | Path) -> T:

@@ -13,4 +13,5 @@ trap 'rm -rf "$cache"' EXIT
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$cache}"
 # Two workers: XLA compiles on one thread, so two test files at a time keep both cores busy; --dist loadfile
 # keeps each file (and its module fixtures) on one worker.
-python -m pytest -q -p no:cacheprovider -n "${DISTILL_JAX_TEST_WORKERS:-2}" --dist loadfile tests "$@"
+# No path given: pytest.ini's testpaths (tests/); given paths (tests/test_x.py) run alone.
+python -m pytest -q -p no:cacheprovider -n "${DISTILL_JAX_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -74,10 +74,10 @@ def test_compare_reports_noise_not_findings():
 
 def test_a_rerun_of_another_size_is_refused(tmp_path):
     from distill_jax.config import ConfigError
-    from distill_jax.methods.demo import FULL, QUICK, _check_same_size
+    from distill_jax.methods.demo import FULL, QUICK, check_same_size
 
-    _check_same_size(tmp_path, QUICK, seed=0)
-    _check_same_size(tmp_path, QUICK, seed=0)  # the same run resumes
+    check_same_size(tmp_path, QUICK, seed=0)
+    check_same_size(tmp_path, QUICK, seed=0)  # the same run resumes
     for size, seed in ((FULL, 0), (QUICK, 1)):
         with pytest.raises(ConfigError, match="another size or seed"):
-            _check_same_size(tmp_path, size, seed)
+            check_same_size(tmp_path, size, seed)

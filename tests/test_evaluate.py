@@ -20,8 +20,11 @@ from distill_jax import cli
 from distill_jax.config import from_dict
 from distill_jax.data import synthetic
 from distill_jax.data.records import rationale_record, write_jsonl
-from distill_jax.evaluate import evaluate as ev
 from distill_jax.evaluate.calculator import generate_with_calculator
+from distill_jax.evaluate.config import DecodingConfig, EvalConfig
+from distill_jax.evaluate.evaluate import vote_styles
+from distill_jax.evaluate.results import load_benchmarks, result_dir
+from distill_jax.evaluate.student import decode_mesh
 from distill_jax.model import decode
 from distill_jax.model.tokenizer import Tokenizer
 from distill_jax.reasoning.answers import answers_match
@@ -91,7 +94,7 @@ def test_predictions_equal_decoding_by_hand(scored):
             rows = _rows(_result(scored["run"], step, style) / "predictions.jsonl")
             inputs = [student_input(p.question, style) for p in scored["problems"]]
             outputs = decode.generate_texts(params, config, tokenizer, inputs, MAX_NEW, BATCH,
-                                            mesh=ev.decode_mesh(BATCH), progress=False)
+                                            mesh=decode_mesh(BATCH), progress=False)
             answers = get_style(style).answers(outputs)
             assert [r["id"] for r in rows] == [p.id for p in scored["problems"]]
             for row, inp, out, ans, p in zip(rows, inputs, outputs, answers, scored["problems"]):
@@ -129,18 +132,18 @@ def test_vote_over_styles_breaks_ties_by_style_order(scored):
 
 def test_vote_tie_break_on_written_predictions(tmp_path, tiny):
     """The vote over hand-written per-style predictions: 2-1 majority, a 1-1 split, and null answers."""
-    cfg = ev.EvalConfig(run_dir=str(tmp_path), problems=(str(tiny["bench"]),), benchmarks=(),
-                        styles=("pot", "eot", "cot"), decoding=ev.DecodingConfig(max_new_tokens=MAX_NEW))
-    bench = ev.load_benchmarks(cfg)[0]
+    cfg = EvalConfig(run_dir=str(tmp_path), problems=(str(tiny["bench"]),), benchmarks=(),
+                        styles=("pot", "eot", "cot"), decoding=DecodingConfig(max_new_tokens=MAX_NEW))
+    bench = load_benchmarks(cfg)[0]
     ids = [p.id for p in bench.problems[:4]]
     bench.problems = bench.problems[:4]
     table = {"pot": ["1", "1", None, None], "eot": ["2", "2", "5", None], "cot": ["2", "3", "6", None]}
     for style, preds in table.items():
-        d = ev.result_dir(cfg, 7, bench.name, style)
+        d = result_dir(cfg, 7, bench.name, style)
         d.mkdir(parents=True)
         write_jsonl(d / "predictions.jsonl", [{"id": i, "prediction": p} for i, p in zip(ids, preds)])
-    metrics = ev.vote_styles(cfg, 7, bench)
-    rows = _rows(ev.result_dir(cfg, 7, bench.name, "vote") / "predictions.jsonl")
+    metrics = vote_styles(cfg, 7, bench)
+    rows = _rows(result_dir(cfg, 7, bench.name, "vote") / "predictions.jsonl")
     assert [r["prediction"] for r in rows] == ["2", "1", "5", None]
     assert [r["agree"] for r in rows] == [2, 1, 1, 0]
     assert metrics["n"] == 4 and metrics["correct"] == sum(r["correct"] for r in rows)
@@ -200,7 +203,7 @@ def student(tiny):
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     config, params, tok_dir = load_params(tiny["run"], 4)
-    mesh = ev.decode_mesh(BATCH)
+    mesh = decode_mesh(BATCH)
     inputs = [student_input(p.question, "cot") for p in tiny["problems"]]
     tokenizer = Tokenizer.load(tok_dir)
     encoded = tokenizer.encode_batch(inputs)

@@ -13,7 +13,8 @@ from distill_jax import config as config_lib
 from distill_jax.config import ConfigError, from_dict
 from distill_jax.data.records import read_jsonl, write_jsonl
 from distill_jax.data.synthetic import generate
-from distill_jax.methods.pipeline import MethodConfig, run_method
+from distill_jax.methods.method_config import MethodConfig
+from distill_jax.methods.pipeline import run_method
 
 STAGES = {"seed_problems", "teach", "records", "train", "eval", "report"}
 N_TEST = 6
@@ -166,7 +167,7 @@ def test_cli_reports_a_config_error(tmp_path, capsys):
 
 CONFIG_CLASSES = {"fdd": "distill_jax.methods.fdd:FddConfig", "teach": "distill_jax.teacher.generate:TeachConfig",
                   "train": "distill_jax.train.config:TrainConfig", **{
-                      m: "distill_jax.methods.pipeline:MethodConfig" for m in ("kpdd", "etd", "pad", "dss", "decompose")}}
+                      m: "distill_jax.methods.method_config:MethodConfig" for m in ("kpdd", "etd", "pad", "dss", "decompose")}}
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -185,7 +186,8 @@ def test_decompose_eval_scores_a_solved_plan_and_a_missing_one(world, tmp_path):
     """The eval's scoring path with real plans (a tiny student's plans are noise): the teacher's plan solved by
     the symbolic solver is right, an empty plan is scored wrong with its reason."""
     from distill_jax.data.problems import load_problems
-    from distill_jax.evaluate.evaluate import Benchmark, EvalConfig
+    from distill_jax.evaluate.config import EvalConfig
+    from distill_jax.evaluate.results import Benchmark
     from distill_jax.methods import pipeline_eval
     from distill_jax.methods.decompose import SymbolicSolver, subquestions
     from distill_jax.teacher.symbolic import SymbolicTeacher

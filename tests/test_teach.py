@@ -18,7 +18,7 @@ import yaml
 from distill_jax.data import synthetic
 from distill_jax.data.problems import Problem
 from distill_jax.data.records import check_rationale_record, read_jsonl, write_jsonl
-from distill_jax.teacher.fake_server import FakeServer
+from distill_jax.testing.fake_server import FakeServer
 from distill_jax.teacher.fdd_problems import new_problems
 from distill_jax.teacher.generate import FddConfig, TeachConfig, TeacherConfig, teach
 

@@ -22,7 +22,7 @@ import pytest
 from distill_jax.teacher.batch_api import state_path
 from distill_jax.teacher.cache import ResponseCache, TickCommitter
 from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, ClientConfig, TeacherClient
-from distill_jax.teacher.fake_server import FakeServer
+from distill_jax.testing.fake_server import FakeServer
 
 MODEL = "fake-model"
 SECRET = "sk-fake-BATCHSECRET-0123456789abcdef"

@@ -17,7 +17,7 @@ from distill_jax.config import ConfigError
 from distill_jax.teacher.cache import ResponseCache
 from distill_jax.teacher.client import ChatRequest, ClientConfig, TeacherClient
 from distill_jax.teacher.ratelimit import parse_retry_after
-from distill_jax.teacher.fake_server import FakeServer, content_key, default_reply
+from distill_jax.testing.fake_server import FakeServer, content_key, default_reply
 
 MODEL = "fake-model"
 SECRET = "sk-fake-DISTILLSECRET-0123456789abcdef"
@@ -233,7 +233,7 @@ def test_duplicates_sent_once_and_on_result_sees_all(server, tmp_path):
 
 def test_fake_server_runs_as_a_process(tmp_path):
     """The mode other tests and the benchmark use: prints its port, serves, reports counts on /_stats."""
-    proc = subprocess.Popen([sys.executable, "-m", "distill_jax.teacher.fake_server", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "distill_jax.testing.fake_server", "--port", "0",
                              "--latency-ms", "10", "--fault", "503:0.1"], stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())

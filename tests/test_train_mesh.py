@@ -17,7 +17,7 @@ from helpers_train import TINY_OVERRIDES, random_batch
 from distill_jax.model.t5 import T5Config, init_params
 from distill_jax.train import sharding as S
 from distill_jax.train.optim import OptimConfig, make_optimizer
-from distill_jax.train.state import create_state, init_state
+from distill_jax.train.state import create_state, init_state, state_layout
 from distill_jax.train.step import jit_train_step
 
 VOCAB, STEPS, BATCH = 128, 3, 16
@@ -29,7 +29,9 @@ def _run(mesh_cfg: S.MeshConfig, devices=None, grad_accum: int = 1):
     """Losses, final params and state of STEPS steps; the state is created in place on its shards."""
     mesh = S.make_mesh(mesh_cfg, devices)
     tx, schedule = make_optimizer(OPTIM, STEPS)
-    state, shardings = create_state(mesh, lambda k: init_state(init_params(CONFIG, k), tx, 0), jax.random.PRNGKey(0))
+    init_fn = lambda k: init_state(init_params(CONFIG, k), tx, 0)  # noqa: E731
+    _, shardings = state_layout(mesh, init_fn, jax.random.PRNGKey(0))
+    state = create_state(init_fn, shardings, jax.random.PRNGKey(0))
     step = jit_train_step(CONFIG, tx, schedule, grad_accum, shardings, S.batch_sharding(mesh))
     rng = np.random.default_rng(0)
     losses = []

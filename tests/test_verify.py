@@ -1,4 +1,4 @@
-"""`distill-jax verify` end to end through the CLI (distill_jax/reasoning/verify.py)."""
+"""`distill-jax verify` end to end through the CLI (distill_jax/cli/verify.py)."""
 from __future__ import annotations
 
 import json
@@ -78,7 +78,7 @@ def test_reasoning_imports_no_jax():
     import subprocess
     import sys
 
-    code = ("import sys, distill_jax.reasoning.verify, distill_jax.reasoning.equations, "
+    code = ("import sys, distill_jax.cli.verify, distill_jax.reasoning.equations, "
             "distill_jax.reasoning.styles, distill_jax.reasoning.answers; "
             "sys.exit(int(any(m == 'jax' or m.startswith(('jax.', 'flax')) for m in sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from distill_jax.fileio import atomic_writer
+
 RATIONALE_KEYS = ("problem_id", "question", "answer", "style", "rationale", "prediction", "correct", "round")
 
 
@@ -50,17 +52,11 @@ def read_jsonl(path: str | Path, **kwargs: Any) -> list[dict]:
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     """Write all rows atomically (temp file + rename): readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_writer(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
     return n
 
 

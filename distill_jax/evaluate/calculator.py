@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from distill_jax.model.decode import DEFAULT_BUCKETS, bucket_for, greedy
 from distill_jax.reasoning.calculator import first_correction
 
 
@@ -29,12 +33,6 @@ def generate_with_calculator(params: Any, config: Any, tokenizer: Any, inputs: S
     it: annotations in it are checked like the student's own. `stats` receives rounds and corrections."""
     if starts is not None and len(starts) != len(inputs):
         raise ValueError(f"starts has {len(starts)} texts for {len(inputs)} inputs")
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from distill_jax.model.decode import DEFAULT_BUCKETS, bucket_for, greedy
-
     encoded = tokenizer.encode_batch(list(inputs))
     limit = max(DEFAULT_BUCKETS)
     encoded = [ids if len(ids) <= limit else ids[: limit - 1] + [tokenizer.eos_id] for ids in encoded]

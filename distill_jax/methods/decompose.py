@@ -32,6 +32,7 @@ from distill_jax.data.problems import Problem
 from distill_jax.data.synthetic_graph import render_expr
 from distill_jax.methods.records_ops import derive, require_style
 from distill_jax.reasoning.answers import answers_match
+from distill_jax.reasoning.styles import get_style
 from distill_jax.teacher.symbolic import fmt
 
 DECOMPOSE_PREFIX = "[decomp:decompose]"
@@ -125,8 +126,6 @@ class Verdict:
 
 def filter_decompositions(records: Sequence[dict], solve_fn: SolveFn) -> list[Verdict]:
     """Run the solver on every record's sub-questions (one batch) and compare with the gold answer."""
-    from distill_jax.reasoning.styles import get_style
-
     require_style(records, ("decomp",), "decompose")
     plans = [subquestions(r["rationale"]) for r in records]
     todo = [i for i, p in enumerate(plans) if p]

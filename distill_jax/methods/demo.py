@@ -13,11 +13,9 @@ the first unfinished stage. `--quick` shrinks everything to a few minutes: it ch
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -120,7 +118,8 @@ def _train_config(run: Path, size: DemoSize, seed: int, buckets: list, out: Path
 
 
 def _eval(train_dir: Path, problems: list[str], styles: tuple[str, ...], size: DemoSize) -> dict:
-    from distill_jax.evaluate.evaluate import DecodingConfig, EvalConfig, evaluate
+    from distill_jax.evaluate.config import DecodingConfig, EvalConfig
+    from distill_jax.evaluate.evaluate import evaluate
     from distill_jax.evaluate.report import by_test_and_style
 
     cfg = EvalConfig(run_dir=str(train_dir), benchmarks=(), problems=tuple(problems), styles=styles,
@@ -201,7 +200,7 @@ def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -
     return results
 
 
-def _use_compilation_cache(run: Path) -> None:
+def use_compilation_cache(run: Path) -> None:
     """Every student has the same shapes: after the first, its train/eval/decode steps load from this cache,
     and a rerun of the demo compiles nothing. JAX_COMPILATION_CACHE_DIR in the environment wins."""
     import jax
@@ -211,7 +210,7 @@ def _use_compilation_cache(run: Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _check_same_size(run: Path, size: DemoSize, seed: int) -> None:
+def check_same_size(run: Path, size: DemoSize, seed: int) -> None:
     """A rerun resumes from stage markers: with another size or seed it would mix two runs' results."""
     from distill_jax.config import ConfigError
 
@@ -223,42 +222,3 @@ def _check_same_size(run: Path, size: DemoSize, seed: int) -> None:
             raise ConfigError(f"{run} holds a demo run of another size or seed ({have}); give a new --out")
     else:
         path.write_text(json.dumps(want), encoding="utf-8")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; reruns resume)")
-    parser.add_argument("--quick", action="store_true", help="a few minutes: checks the pipeline, not findings")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per student (FDD round 1 and its control get a third); the default "
-                             "fits 15 min on 2 CPU cores, which is too few for the students to learn much")
-
-
-def run(args: argparse.Namespace) -> int:
-    import logging
-
-    from rich.console import Console
-
-    from distill_jax.methods.demo_report import findings, write_demo_report
-    from distill_jax.train.loop import quiet_checkpoint_logs
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    quiet_checkpoint_logs()
-    console = Console()
-    size = QUICK if args.quick else FULL
-    if args.steps:
-        size = dataclasses.replace(size, steps=args.steps, fdd_steps=max(args.steps // 3, 1))
-    run_dir = Path(args.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_size(run_dir, size, args.seed)
-    _use_compilation_cache(run_dir)
-    start = time.perf_counter()
-    command = (f"distill-jax demo{' --quick' if args.quick else ''}{f' --steps {args.steps}' if args.steps else ''}"
-               f" --out {args.out}")
-    console.rule(f"distill_jax demo ({'quick' if args.quick else 'full'}) -> {run_dir}")
-    results = run_demo(run_dir, size, args.seed, console.print)
-    minutes = (time.perf_counter() - start) / 60
-    report = write_demo_report(run_dir, results, size, command, minutes)
-    console.print(findings(results))
-    console.print(f"report: {report}  ({minutes:.1f} min)")
-    return 0

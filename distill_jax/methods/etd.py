@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 from distill_jax.data.records import write_jsonl
 from distill_jax.methods.records_ops import load_records
+from distill_jax.reasoning.styles import get_style
 
 
 def mixture_counts(available: Mapping[str, int], weights: Mapping[str, float], total: int | None = None) -> dict[str, int]:
@@ -43,8 +44,6 @@ def mixture_counts(available: Mapping[str, int], weights: Mapping[str, float], t
 def mix(records_by_style: Mapping[str, Sequence[dict]], weights: Mapping[str, float], total: int | None = None,
         seed: int = 0) -> list[dict]:
     """The mixed set, shuffled; each record gets `meta.etd` = {share, copy} (copy > 0 for a repeat)."""
-    from distill_jax.reasoning.styles import get_style
-
     for style, recs in records_by_style.items():
         get_style(style)
         wrong = [r.get("style") for r in recs if r.get("style") != style]

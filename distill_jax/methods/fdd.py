@@ -23,7 +23,6 @@ process 0's, the others wait at a barrier and read its stage markers. RUN must b
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -32,15 +31,23 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from rich.console import Console
 
 from distill_jax import config as config_lib
-from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import write_jsonl
+from distill_jax.evaluate.config import DecodingConfig, EvalConfig
+from distill_jax.evaluate.evaluate import evaluate
 from distill_jax.evaluate.report import by_test_and_style
+from distill_jax.evaluate.results import result_dir
+from distill_jax.fileio import write_json_atomic
 from distill_jax.methods.stages import Stages, copy_seed_problems
-from distill_jax.teacher.generate import TeachConfig
+from distill_jax.model.hf import save_hf
+from distill_jax.teacher.fdd_problems import new_problems
+from distill_jax.teacher.generate import TeachConfig, teach
+from distill_jax.train.checkpoint import load_params
 from distill_jax.train.config import TrainConfig
+from distill_jax.train.loop import maybe_initialize_distributed, train
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,6 @@ def _round_train_config(cfg: FddConfig, run: Path, k: int) -> TrainConfig:
 
 
 def _export_round(run: Path, k: int) -> str:
-    from distill_jax.model.hf import save_hf
-    from distill_jax.train.checkpoint import load_params
-
     config, params, tok_dir = load_params(run / "train" / f"r{k}")
     out = run / "hf" / f"r{k}"
     save_hf(params, config, out, tokenizer_dir=tok_dir)
@@ -95,8 +99,6 @@ def _export_round(run: Path, k: int) -> str:
 
 def _eval_configs(cfg: FddConfig, run: Path, k: int, seed_file: Path):
     """(test sets config, seed-problem config) for round k's student."""
-    from distill_jax.evaluate.evaluate import DecodingConfig, EvalConfig
-
     decoding = DecodingConfig(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
     train_run = str(run / "train" / f"r{k}")
     tests = EvalConfig(run_dir=train_run, benchmarks=cfg.eval.benchmarks, problems=cfg.eval.problems,
@@ -107,16 +109,12 @@ def _eval_configs(cfg: FddConfig, run: Path, k: int, seed_file: Path):
 
 
 def _seed_predictions(cfg: FddConfig, run: Path, k: int, step: int, seed_file: Path) -> list[dict]:
-    from distill_jax.evaluate.evaluate import result_dir
-
     _, seed_cfg = _eval_configs(cfg, run, k, seed_file)
     path = result_dir(seed_cfg, step, seed_file.stem, cfg.solve_style) / "predictions.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def _evaluate_round(cfg: FddConfig, run: Path, k: int, seed_file: Path) -> dict:
-    from distill_jax.evaluate.evaluate import evaluate
-
     tests_cfg, seed_cfg = _eval_configs(cfg, run, k, seed_file)
     tests, seed = evaluate(tests_cfg), evaluate(seed_cfg)
     accuracy = by_test_and_style(tests)
@@ -129,7 +127,7 @@ def _split(cfg: FddConfig, run: Path, k: int, step: int, seed_file: Path) -> dic
     rows = _seed_predictions(cfg, run, k, step, seed_file)
     split = {"easy": [r["id"] for r in rows if r["correct"]], "hard": [r["id"] for r in rows if not r["correct"]]}
     (run / "fdd").mkdir(parents=True, exist_ok=True)
-    (run / "fdd" / f"split_r{k}.json").write_text(json.dumps(split), encoding="utf-8")
+    write_json_atomic(run / "fdd" / f"split_r{k}.json", split, indent=None)
     return {"easy": len(split["easy"]), "hard": len(split["hard"])}
 
 
@@ -139,13 +137,11 @@ def _hard_accuracy(cfg: FddConfig, run: Path, k: int, step: int, seed_file: Path
 
 
 def _new_problems(cfg: FddConfig, run: Path, k: int, seeds: list[Problem]) -> dict:
-    from distill_jax.teacher.fdd_problems import new_problems
-
     split = json.loads((run / "fdd" / f"split_r{k - 1}.json").read_text(encoding="utf-8"))
     by_id = {p.id: p for p in seeds}
-    teach = dataclasses.replace(cfg.teach, run_dir=str(run), round=k)
-    harder = new_problems([by_id[i] for i in split["easy"]], "harder", teach)
-    similar = new_problems([by_id[i] for i in split["hard"]], "similar", teach)
+    teach_cfg = dataclasses.replace(cfg.teach, run_dir=str(run), round=k)
+    harder = new_problems([by_id[i] for i in split["easy"]], "harder", teach_cfg)
+    similar = new_problems([by_id[i] for i in split["hard"]], "similar", teach_cfg)
     write_jsonl(run / "problems" / f"r{k}" / "all.jsonl", (p.to_row() for p in harder + similar))
     return {"harder": len(harder), "similar": len(similar), "from_easy": len(split["easy"]),
             "from_hard": len(split["hard"])}
@@ -196,11 +192,6 @@ class _JobStages:
 
 def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None) -> list[dict]:
     """Run (or resume) every stage; returns the per-round accuracy records written to RUN/fdd/rounds.json."""
-    from rich.console import Console
-
-    from distill_jax.teacher.generate import teach
-    from distill_jax.train.loop import maybe_initialize_distributed, train
-
     # before any JAX work, so every stage (also of a resumed run) knows which process it is on
     maybe_initialize_distributed(cfg.train.distributed)
     main = jax.process_index() == 0
@@ -238,25 +229,5 @@ def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None) -> list[di
             cfg, run, k, record["step"], seed_file, hard0)
         rounds.append(record)
         if main:
-            (run / "fdd" / "rounds.json").write_text(json.dumps(rounds, indent=2), encoding="utf-8")
+            write_json_atomic(run / "fdd" / "rounds.json", rounds)
     return rounds
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML with an FddConfig (see configs/fdd_*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. rounds=2")
-
-
-def run(args: argparse.Namespace) -> int:
-    from distill_jax.evaluate.report import write_report
-
-    cfg = config_lib.load(FddConfig, args.config, args.overrides)
-    if not cfg.eval.problems and not cfg.eval.benchmarks:
-        raise ConfigError("eval.problems or eval.benchmarks must name at least one test set")
-    rounds = run_fdd(cfg)
-    if jax.process_index() != 0:
-        return 0
-    print(f"report: {write_report(cfg.run_dir)}")
-    for r in rounds:
-        print(f"round {r['round']}: " + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in r["accuracy"].items()))
-    return 0

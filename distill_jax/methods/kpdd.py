@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 from distill_jax.data.problems import Problem
 from distill_jax.methods.records_ops import NUMBER, derive, question_numbers, require_style
 from distill_jax.reasoning.answers import answers_match
+from distill_jax.reasoning.styles import get_style
 
 KP_STYLES = {"kp_cot": "cot", "kp_pot": "pot"}
 _HEAD = re.compile(r"^\s*(?:\*\*)?(core question|key information|solution)\s*(?:\*\*)?\s*:\s*(?:\*\*)?",
@@ -75,8 +76,6 @@ def distractor_numbers(problem: Problem) -> set[float]:
 def check_key_points(records: Sequence[dict], problems: Mapping[str, Problem] | None = None,
                      timeout_s: float = 2.0, workers: int | None = None) -> list[KpCheck]:
     """The structure and solution checks of the module doc, for many records (programs in one sandbox batch)."""
-    from distill_jax.reasoning.styles import get_style
-
     require_style(records, KP_STYLES, "kpdd")
     parsed = [parse_key_points(r["rationale"]) for r in records]
     checks = [KpCheck(False, None) for _ in records]

@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 from distill_jax.methods.records_ops import derive, require_style
 from distill_jax.reasoning.answers import answers_match
+from distill_jax.reasoning.styles import extract_program, get_style
 
 EDIT_KINDS = ("swap_op", "change_const", "wrong_var", "drop_stmt", "swap_stmts")
 REFINE_PREFIX = "[pot:refine]"
@@ -208,8 +209,6 @@ def inject_errors(programs: Sequence[str], golds: Sequence[str | None], keys: Se
     run (all in one sandbox batch) and the first failing ones in sampling order are kept. A program that
     does not itself reach its gold answer gets None (nothing to learn a repair towards).
     """
-    from distill_jax.reasoning.styles import get_style
-
     if not len(programs) == len(golds) == len(keys):
         raise ValueError("inject_errors: programs, golds and keys must have the same length")
     pot = get_style("pot")
@@ -249,8 +248,6 @@ def refine_records(records: Sequence[dict], *, seed: int = 0, per_program: int =
                    timeout_s: float = 2.0, workers: int | None = None,
                    progress: Callable[[int, int], None] | None = None) -> tuple[list[dict], RefineStats]:
     """Refine records (faulty program + feedback -> correct program) from correct `pot` records."""
-    from distill_jax.reasoning.styles import extract_program
-
     records = [r for r in records if r.get("correct") is not False]
     require_style(records, ("pot",), "pad")
     programs = [extract_program(r["rationale"]) for r in records]

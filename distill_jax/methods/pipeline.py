@@ -25,125 +25,35 @@ Layout under RUN:
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
+
+from rich.console import Console
 
 from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import write_jsonl
-from distill_jax.evaluate.evaluate import DecodingConfig
+from distill_jax.evaluate.config import EvalConfig
+from distill_jax.evaluate.evaluate import evaluate
+from distill_jax.evaluate.report import by_test_and_style, write_report
+from distill_jax.fileio import write_json_atomic
+from distill_jax.methods import pipeline_eval
+from distill_jax.methods.decompose import decomp_records
+from distill_jax.methods.dss import dss_records
+from distill_jax.methods.etd import mix_files
+from distill_jax.methods.kpdd import kp_records
+from distill_jax.methods.method_config import MethodConfig
+from distill_jax.methods.pad import refine_records
+from distill_jax.methods.records_ops import load_records
+from distill_jax.methods.solvers import make_solver
 from distill_jax.methods.stages import Stages, copy_seed_problems
-from distill_jax.reasoning.styles import STYLES
-from distill_jax.teacher.generate import TeachConfig
+from distill_jax.teacher.generate import teach
 from distill_jax.train.config import TrainConfig
-
-METHODS = ("kpdd", "etd", "pad", "dss", "decompose")
-ETD_DEFAULT_WEIGHTS = {"pot": 1.0, "eot": 1.0, "cot": 1.0}  # also the vote's tie-break order
-
-
-@dataclass(frozen=True)
-class MethodEvalConfig:
-    problems: tuple[str, ...] = ()  # test JSONL files (each reported under its file stem)
-    benchmarks: tuple[str, ...] = ()  # or benchmark names (gsm8k_test, svamp, ...)
-    styles: tuple[str, ...] = ()  # empty: the method's own (kpdd kp_<solution>, etd its mixture, pad pot, dss dss)
-    vote: bool = True  # majority over the styles (ETD's voting)
-    limit: int = 0  # first N problems of each test set (0 = all)
-    data_dir: str | None = None
-    decoding: DecodingConfig = field(default_factory=DecodingConfig)
-
-
-@dataclass(frozen=True)
-class KpddSection:
-    solution: Literal["cot", "pot"] = "pot"  # the Solution section's style: kp_cot or kp_pot
-    check: bool = True  # keep only records whose key points pass methods/kpdd.check_key_points
-
-
-@dataclass(frozen=True)
-class EtdSection:
-    weights: dict[str, float] = field(default_factory=dict)  # style -> share; empty: pot, eot, cot equally
-    total: int | None = None  # mixed-set size (None: the largest no style has to repeat for)
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class PadSection:
-    refine: bool = True  # add self-refinement records (error injection into correct programs)
-    per_program: int = 2  # faulty versions kept per program
-    tries: int = 6  # edits tried per program
-    seed: int = 0
-    stepwise: bool = False  # eval also decodes with the step-wise verified beam (methods/pad_verify.py)
-    beam: int = 4
-    samples: int = 8  # the student's sampled programs whose lines the beam proposes
-    temperature: float = 0.7
-    max_steps: int = 16
-    lm_weight: float = 0.0  # weight of the proposals' log-frequency beside the verifier's score
-
-
-@dataclass(frozen=True)
-class DssSection:
-    rationale_weight: float = 1.0  # the paper's lambda: loss = label + lambda * rationale
-    label_weight: float = 1.0
-    source_style: Literal["cot", "dss"] = "cot"  # which teacher rationales the two tasks come from
-    keep_label_in_rationale: bool = False
-
-
-@dataclass(frozen=True)
-class DecomposeSection:
-    solver: Literal["symbolic", "teacher"] = "symbolic"  # filters decompositions and answers them at eval
-    student_solver: bool = False  # the student also learns the solver task and is scored as its own solver
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    run_dir: str
-    method: Literal["kpdd", "etd", "pad", "dss", "decompose"]
-    teach: TeachConfig = field(default_factory=TeachConfig)  # styles are set by the method
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="-", steps=1))
-    eval: MethodEvalConfig = field(default_factory=MethodEvalConfig)
-    kpdd: KpddSection = field(default_factory=KpddSection)
-    etd: EtdSection = field(default_factory=EtdSection)
-    pad: PadSection = field(default_factory=PadSection)
-    dss: DssSection = field(default_factory=DssSection)
-    decompose: DecomposeSection = field(default_factory=DecomposeSection)
-
-    def __post_init__(self) -> None:
-        unknown = [s for s in self.eval.styles if s not in STYLES]
-        if unknown:
-            raise ValueError(f"eval.styles: unknown {unknown}; known: {sorted(STYLES)}")
-        bad = [s for s in self.etd.weights if s not in ("cot", "pot", "eot")]
-        if bad:
-            raise ValueError(f"etd.weights: {bad} are not ETD styles (cot, pot, eot)")
-        if self.etd.weights and (min(self.etd.weights.values()) < 0 or sum(self.etd.weights.values()) <= 0):
-            raise ValueError(f"etd.weights must be >= 0 with a positive sum, got {self.etd.weights}")
-        if self.pad.beam < 1 or self.pad.samples < 1 or self.pad.max_steps < 1:
-            raise ValueError("pad.beam, pad.samples and pad.max_steps must be >= 1")
-        if self.pad.stepwise and self.pad.temperature <= 0:
-            raise ValueError("pad.temperature must be > 0 (the beam proposes lines of sampled programs)")
-        if self.dss.rationale_weight < 0 or self.dss.label_weight < 0:
-            raise ValueError("dss.rationale_weight and dss.label_weight must be >= 0")
-        if self.method == "decompose" and self.decompose.solver == "teacher" and self.teach.teacher.kind != "openai":
-            raise ValueError("decompose.solver: 'teacher' needs an endpoint (teach.teacher.kind: openai)")
-
-    @property
-    def etd_weights(self) -> dict[str, float]:
-        return dict(self.etd.weights or ETD_DEFAULT_WEIGHTS)
-
-    def teach_styles(self) -> tuple[str, ...]:
-        return {"kpdd": (f"kp_{self.kpdd.solution}",), "etd": tuple(s for s, w in self.etd_weights.items() if w > 0),
-                "pad": ("pot",), "dss": (self.dss.source_style,), "decompose": ("decomp",)}[self.method]
-
-    def eval_styles(self) -> tuple[str, ...]:
-        """The styles evaluate.evaluate scores (Divide-or-Conquer has its own eval: none)."""
-        if self.method == "decompose":
-            return ()
-        return self.eval.styles or {"kpdd": self.teach_styles(), "etd": self.teach_styles(), "pad": ("pot",),
-                                    "dss": ("dss",)}[self.method]
+from distill_jax.train.loop import train
 
 
 # ------------------------------------------------------------------------------------------- records
@@ -153,8 +63,6 @@ def _rationale_files(run: Path, style: str) -> list[Path]:
 
 
 def _teacher_records(run: Path, style: str) -> list[dict]:
-    from distill_jax.methods.records_ops import load_records
-
     return load_records(_rationale_files(run, style), styles=[style])
 
 
@@ -168,8 +76,6 @@ def _write_sets(run: Path, method: str, kept: dict[str, list[dict]], rejects: di
 
 
 def _records_kpdd(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
-    from distill_jax.methods.kpdd import kp_records
-
     style = f"kp_{cfg.kpdd.solution}"
     records = _teacher_records(run, style)
     if not cfg.kpdd.check:
@@ -182,8 +88,6 @@ def _records_kpdd(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
 
 
 def _records_etd(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
-    from distill_jax.methods.etd import mix_files
-
     weights = {s: w for s, w in cfg.etd_weights.items() if w > 0}
     counts = mix_files({s: _rationale_files(run, s) for s in weights}, weights, run / "records" / "etd.jsonl",
                        total=cfg.etd.total, seed=cfg.etd.seed)
@@ -192,8 +96,6 @@ def _records_etd(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
 
 
 def _records_pad(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
-    from distill_jax.methods.pad import refine_records
-
     pot = _teacher_records(run, "pot")
     kept = {"pot": pot}
     if not cfg.pad.refine:
@@ -205,8 +107,6 @@ def _records_pad(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
 
 
 def _records_dss(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
-    from distill_jax.methods.dss import dss_records
-
     source = _teacher_records(run, cfg.dss.source_style)
     rows = dss_records(source, label_weight=cfg.dss.label_weight, rationale_weight=cfg.dss.rationale_weight,
                        keep_label_in_rationale=cfg.dss.keep_label_in_rationale)
@@ -216,8 +116,6 @@ def _records_dss(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
 
 
 def _records_decompose(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
-    from distill_jax.methods.decompose import decomp_records
-
     solve_fn = make_solver(cfg, run, seeds)
     sets = decomp_records(_teacher_records(run, "decomp"), solve_fn)
     kept = {"decomposer": sets.decomposer}
@@ -232,20 +130,6 @@ _RECORDS = {"kpdd": _records_kpdd, "etd": _records_etd, "pad": _records_pad, "ds
             "decompose": _records_decompose}
 
 
-def make_solver(cfg: MethodConfig, run: Path, problems: list[Problem]):
-    """The Divide-or-Conquer solver the config names: the synthetic world's, or the teacher endpoint."""
-    from distill_jax.methods.decompose import SymbolicSolver
-    from distill_jax.methods.pipeline_eval import TeacherSolver
-
-    if cfg.decompose.solver == "teacher":
-        return TeacherSolver(dataclasses.replace(cfg.teach, run_dir=str(run)))
-    try:
-        return SymbolicSolver(problems)
-    except ValueError as e:
-        raise ConfigError(f"decompose.solver: symbolic needs synthetic problems ({e}); "
-                          "use decompose.solver=teacher with an endpoint") from e
-
-
 # ------------------------------------------------------------------------------------------- the run
 def student_dir(run: Path) -> Path:
     return run / "train" / "student"
@@ -257,10 +141,6 @@ def train_config(cfg: MethodConfig, run: Path) -> TrainConfig:
 
 
 def _evaluate(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
-    from distill_jax.evaluate.evaluate import EvalConfig, evaluate
-    from distill_jax.evaluate.report import by_test_and_style
-    from distill_jax.methods import pipeline_eval
-
     styles = cfg.eval_styles()
     base = EvalConfig(run_dir=str(student_dir(run)), benchmarks=cfg.eval.benchmarks, problems=cfg.eval.problems,
                       styles=styles or ("decomp",), vote=cfg.eval.vote, limit=cfg.eval.limit,
@@ -284,11 +164,6 @@ def _preamble(cfg: MethodConfig, records: dict, results: dict) -> str:
 
 def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) every stage; returns what RUN/results.json holds."""
-    from rich.console import Console
-
-    from distill_jax.teacher.generate import teach
-    from distill_jax.train.loop import train
-
     if not cfg.eval.problems and not cfg.eval.benchmarks:
         raise ConfigError("eval.problems or eval.benchmarks must name at least one test set")
     log = log or Console().print
@@ -310,7 +185,7 @@ def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None) -> d
 
     def build_records() -> dict:
         summary = _RECORDS[cfg.method](cfg, run, seeds)
-        (run / "records" / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        write_json_atomic(run / "records" / "summary.json", summary)
         if not sum(summary["kept"].values()):
             raise ConfigError(f"{cfg.method}: no training records kept ({summary}); see {run / 'rejects'}")
         return summary
@@ -320,29 +195,11 @@ def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None) -> d
     accuracy = stages.run("eval", lambda: _evaluate(cfg, run, seeds))
 
     def report() -> dict:
-        from distill_jax.evaluate.report import write_report
-
         results = {"method": cfg.method, "records": records, "train": trained, "eval": accuracy}
-        (run / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+        write_json_atomic(run / "results.json", results)
         path = write_report(run, title=f"distill_jax {cfg.method}: {run.name}",
                             preamble=_preamble(cfg, records, accuracy))
         return {"results": str(run / "results.json"), "report": str(path)}
 
     stages.run("report", report)
     return json.loads((run / "results.json").read_text(encoding="utf-8"))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML with a MethodConfig (see configs/<method>_*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=200")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = config_lib.load(MethodConfig, args.config, args.overrides)
-    results = run_method(cfg)
-    if "dry_run" in results:
-        return 0
-    print(f"report: {Path(cfg.run_dir) / 'report.md'}")
-    for key, m in results["eval"].items():
-        print(f"{key}: {100 * m['accuracy']:.1f}% ({m['correct']}/{m['n']})")
-    return 0

@@ -15,60 +15,29 @@ import dataclasses
 import math
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from distill_jax.data.problems import Problem
+from distill_jax.evaluate.config import DecodingConfig, EvalConfig
+from distill_jax.evaluate.evaluate import available_steps
+from distill_jax.evaluate.results import Benchmark, load_benchmarks, write_result
+from distill_jax.evaluate.student import Student, decode_mesh, decode_outputs, load_student
+from distill_jax.methods.decompose import decomposer_input, solver_input, subquestions
+from distill_jax.methods.method_config import MethodConfig, PadSection
+from distill_jax.methods.pad_verify import stepwise_beam
+from distill_jax.methods.solvers import make_solver
 from distill_jax.reasoning.answers import answers_match
-
-if TYPE_CHECKING:
-    from distill_jax.evaluate.evaluate import Benchmark, EvalConfig
-    from distill_jax.methods.pipeline import MethodConfig, PadSection
-    from distill_jax.teacher.generate import TeachConfig
-
-
-class TeacherSolver:
-    """Divide-or-Conquer's solver through the teacher endpoint: the `decomp_solve` prompt with the given
-    sub-questions, its answers cleaned by teacher.parse.clean_subanswers. Calls go through the run's response
-    cache (RUN/teacher/cache.sqlite), so a rerun pays for nothing twice."""
-
-    def __init__(self, teach: TeachConfig):
-        self.cfg = teach
-
-    def __call__(self, items: list[tuple[str, list[str]]]) -> list[str]:
-        from distill_jax.methods.decompose import decomposer_target
-        from distill_jax.teacher.generate import LLMTeacher, open_client
-        from distill_jax.teacher.parse import clean_subanswers
-
-        plans = [decomposer_target(subs) for _, subs in items]
-        jobs = [(Problem(f"solve-{i}", q, "", "decompose"), 0) for i, (q, _) in enumerate(items)]
-        client = open_client(self.cfg)
-        try:
-            teacher = LLMTeacher(self.cfg, client)
-            requests = teacher.requests("decomp", jobs, self.cfg.temperature_for("decomp"),
-                                        [{"subquestions": p} for p in plans])
-            results = client.run_sync(requests)
-        finally:
-            client.cache.close()
-        failed = [r.error for r in results if r.error is not None]
-        if results and len(failed) == len(results):
-            raise RuntimeError(f"decompose: every teacher solver request failed, e.g. {failed[0]}")
-        return ["" if r.error is not None else (clean_subanswers(r.text or "", plan).text or "")
-                for r, plan in zip(results, plans)]
+from distill_jax.reasoning.styles import extract_program, get_style, student_input
 
 
 def _students(cfg: EvalConfig):
     """(step, student, benchmarks, mesh) for every step the config names."""
-    from distill_jax.evaluate.evaluate import decode_mesh, available_steps, load_benchmarks, load_student
-
     benchmarks = load_benchmarks(cfg)
     mesh = decode_mesh(cfg.decoding.batch_size)
     for step in available_steps(cfg):
-        yield step, load_student(cfg, step), benchmarks, mesh
+        yield step, load_student(cfg.model or cfg.run_dir, step), benchmarks, mesh
 
 
-def _first_outputs(student: Any, inputs: list[str], decoding: Any, mesh: Any) -> list[str]:
-    from distill_jax.evaluate.evaluate import decode_outputs
-
+def _first_outputs(student: Student, inputs: list[str], decoding: DecodingConfig, mesh: Any) -> list[str]:
     return [outs[0] for outs in decode_outputs(student, inputs, decoding, mesh)] if inputs else []
 
 
@@ -76,8 +45,6 @@ def _first_outputs(student: Any, inputs: list[str], decoding: Any, mesh: Any) ->
 def line_tree(outputs: list[str]) -> Callable[[str, list[str]], list[tuple[str, float]]]:
     """`stepwise_beam`'s proposer over sampled programs: the next lines after a prefix, most frequent first,
     each with its log-frequency among the programs that share the prefix."""
-    from distill_jax.reasoning.styles import extract_program
-
     programs = [[ln for ln in extract_program(t).splitlines() if ln.strip()] for t in outputs]
 
     def candidates(question: str, lines: list[str]) -> list[tuple[str, float]]:
@@ -92,10 +59,6 @@ def line_tree(outputs: list[str]) -> Callable[[str, list[str]], list[tuple[str, 
 def stepwise_eval(cfg: EvalConfig, pad: PadSection) -> list[dict]:
     """PoT accuracy with the step-wise verified beam over the student's sampled programs (label
     `pot+stepwise`)."""
-    from distill_jax.evaluate.evaluate import decode_outputs, write_result
-    from distill_jax.methods.pad_verify import stepwise_beam
-    from distill_jax.reasoning.styles import get_style, student_input
-
     sampling = dataclasses.replace(cfg.decoding, mode="sample", samples=pad.samples, temperature=pad.temperature,
                                    calculator=False)
     settings = {"stepwise": {"beam": pad.beam, "samples": pad.samples, "temperature": pad.temperature,
@@ -120,9 +83,6 @@ def stepwise_eval(cfg: EvalConfig, pad: PadSection) -> list[dict]:
 # ---------------------------------------------------------------------------------- Divide-or-Conquer
 def _score_plans(cfg: EvalConfig, step: int | str, bench: Benchmark, label: str, plans: list[list[str]],
                  plan_texts: list[str], solve_fn: Callable) -> dict:
-    from distill_jax.evaluate.evaluate import write_result
-    from distill_jax.reasoning.styles import get_style
-
     todo = [i for i, plan in enumerate(plans) if plan]
     solved = dict(zip(todo, solve_fn([(bench.problems[i].question, plans[i]) for i in todo]) if todo else []))
     answers = dict(zip(todo, get_style("decomp").answers([solved[i] for i in todo])))
@@ -140,9 +100,6 @@ def _score_plans(cfg: EvalConfig, step: int | str, bench: Benchmark, label: str,
 
 def decompose_eval(cfg: EvalConfig, method: MethodConfig, run: Path) -> list[dict]:
     """The student decomposes; each solver answers; label `decomp+<solver>` per solver."""
-    from distill_jax.methods.decompose import decomposer_input, solver_input, subquestions
-    from distill_jax.methods.pipeline import make_solver
-
     out = []
     for step, student, benchmarks, mesh in _students(cfg):
         for bench in benchmarks:

@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from distill_jax.data.problems import load_problems
+from distill_jax.data.records import write_jsonl
+from distill_jax.fileio import write_json_atomic
+
 
 class Stages:
     """Markers of finished stages; each holds the stage's summary so a rerun can report without redoing it."""
@@ -27,10 +31,7 @@ class Stages:
         self.log(f"[bold]stage {name}[/bold]")
         start = time.perf_counter()
         result = fn()
-        doc = {"result": result, "seconds": round(time.perf_counter() - start, 1)}
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-        tmp.replace(marker)
+        write_json_atomic(marker, {"result": result, "seconds": round(time.perf_counter() - start, 1)})
         return result
 
     def done(self, name: str) -> bool:
@@ -43,7 +44,4 @@ class Stages:
 def copy_seed_problems(problems: str, data_dir: str | None, limit: int | None, seed_file: Path) -> int:
     """A pipeline's first stage: its seed problems copied into RUN, so the run is self-contained and later
     stages (and reruns) read the same problems even when the source file changes."""
-    from distill_jax.data.problems import load_problems
-    from distill_jax.data.records import write_jsonl
-
     return write_jsonl(seed_file, (p.to_row() for p in load_problems(problems, data_dir)[:limit]))

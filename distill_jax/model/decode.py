@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from distill_jax.model.t5 import T5, T5Config, init_cache
+from distill_jax.progress import progress_bar
 
 Array = jax.Array
 _NEG = -1.0e9  # HF's "impossible" score; kept identical so beam ties resolve as HF's do
@@ -274,14 +275,8 @@ def generate_texts(params: Any, config: T5Config, tokenizer: Any, inputs: Sequen
 
 
 def _progress(jobs: list, total: int, enabled: bool):
-    """Yield jobs while a rich progress bar counts decoded inputs."""
-    if not enabled:
-        yield from jobs
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("bucket {task.fields[bucket]}")) as bar:
+    """Yield jobs while a progress bar counts decoded inputs."""
+    with progress_bar("decoding", "bucket {task.fields[bucket]}", enabled=enabled) as bar:
         task = bar.add_task("decode", total=total, bucket="-")
         for job in jobs:
             bar.update(task, bucket=job[0])

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
+from distill_jax.fileio import write_json_atomic
 from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, Choices, chat_body
 from distill_jax.teacher.http import HttpPool, TransportError
 from distill_jax.teacher.ratelimit import backoff_delay
@@ -41,9 +42,7 @@ def state_path(cache_path: str | Path) -> Path:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state), encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, state, indent=None)
 
 
 async def run_batch(client: "TeacherClient", pool: HttpPool, requests: list[ChatRequest],

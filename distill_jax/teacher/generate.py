@@ -18,19 +18,24 @@ FDD's question generation, which reuses these teachers, is in teacher/fdd_proble
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from rich.progress import Progress
+
 from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import DataError, rationale_record, write_jsonl
+from distill_jax.fileio import write_json_atomic
+from distill_jax.progress import progress_bar
+from distill_jax.reasoning.answers import answers_match
+from distill_jax.reasoning.styles import get_style
+from distill_jax.teacher.cache import ResponseCache
 from distill_jax.teacher.client import ChatRequest, ChatResult, ClientConfig, TeacherClient
 from distill_jax.teacher.prompts import (FDD_TEMPLATES, STYLE_TEMPLATES, get_template, prompt_version,
                                          templates_for_style)
@@ -131,7 +136,7 @@ class TeachSummary:
         return config_lib.to_dict(self)
 
 
-def _kind(reason: str) -> str:
+def failure_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
 
 
@@ -238,9 +243,6 @@ def verify(style: str, targets: list[str], golds: list[str | None],
            timeout_s: float = 2.0) -> list[tuple[str | None, str | None]]:
     """(prediction, reject reason or None) per target, in one batch (PoT programs run in the sandbox pool);
     a gold of None (a generated problem) only asks for the prediction."""
-    from distill_jax.reasoning.answers import answers_match
-    from distill_jax.reasoning.styles import get_style
-
     out = []
     for answer, gold in zip(get_style(style).answers(targets, timeout_s=timeout_s), golds):
         if answer.answer is None:
@@ -253,20 +255,13 @@ def verify(style: str, targets: list[str], golds: list[str | None],
 
 
 # --- the run ------------------------------------------------------------------------------------------
-def _progress_bar(enabled: bool) -> Any:
-    """kept / rejected / failed / cost per style while it runs (on stderr; disabled for library use)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("kept {task.fields[kept]}  rejected {task.fields[rejected]}  "
-                               "failed {task.fields[failed]}  ${task.fields[cost]:.4f}"),
-                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
+def _progress_bar(enabled: bool) -> Progress:
+    """kept / rejected / failed / cost per style while it runs (disabled for library use)."""
+    return progress_bar("{task.description:>8}", "kept {task.fields[kept]}  rejected {task.fields[rejected]}  "
+                        "failed {task.fields[failed]}  ${task.fields[cost]:.4f}", enabled=enabled, elapsed=True)
 
 
 def open_client(cfg: TeachConfig) -> TeacherClient:
-    from distill_jax.teacher.cache import ResponseCache
-
     path = Path(cfg.run_dir) / "teacher" / "cache.sqlite"
     # A dry run reads an existing cache (to count hits) but leaves no files behind.
     cache = ResponseCache(":memory:" if cfg.teacher.dry_run and not path.exists() else path)
@@ -304,7 +299,7 @@ def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: boo
     finally:
         if client is not None:
             client.cache.close()
-    _write_json(run / "teacher" / "summary.json", summary.to_dict())
+    write_json_atomic(run / "teacher" / "summary.json", summary.to_dict())
     return summary
 
 
@@ -331,7 +326,7 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
                                         cfg.verify_timeout_s)))
         for i, ((problem, sample), draft) in enumerate(zip(chunk, drafts)):
             if draft.failure is not None:
-                fkind = _kind(draft.failure)
+                fkind = failure_kind(draft.failure)
                 stats.failures[fkind] = stats.failures.get(fkind, 0) + 1
                 summary.errors.setdefault(fkind, draft.failure)
                 if fkind in _STOPPING_FAILURES:
@@ -356,7 +351,7 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
                 stats.kept += 1
             else:
                 rejected.append({**record, "reason": reason, **({"raw": draft.raw} if draft.raw else {})})
-                stats.rejected[_kind(reason)] = stats.rejected.get(_kind(reason), 0) + 1
+                stats.rejected[failure_kind(reason)] = stats.rejected.get(failure_kind(reason), 0) + 1
         bar.update(task, completed=start + len(chunk), kept=stats.kept, rejected=sum(stats.rejected.values()),
                    failed=sum(stats.failures.values()), cost=client.usage.cost_usd if client else 0.0)
         if summary.stopped:
@@ -365,13 +360,6 @@ def _teach_style(cfg: TeachConfig, style: str, problems: list[Problem], teacher:
     write_jsonl(run / "rationales" / f"r{cfg.round}" / f"{style}.jsonl", kept)
     write_jsonl(run / "rejects" / f"r{cfg.round}" / f"{style}.jsonl", rejected)
     return stats
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def _completion_guess(style: str, cfg: TeachConfig) -> int:
@@ -401,59 +389,3 @@ def dry_run_estimate(cfg: TeachConfig, problems: list[Problem], teacher: Offline
         rows[style] = dataclasses.asdict(est)
     total = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()), {})}
     return {"styles": rows, "total": total, "model": cfg.teacher.model, "batch_api": cfg.teacher.batch_api}
-
-
-# --- FDD question generation ----------------------------------------------------------------------------
-# --- CLI ----------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML preset (configs/teach_*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. limit=50 styles=[cot,pot]")
-    parser.add_argument("--dry-run", action="store_true", help="print the request/cost estimate; send nothing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _print_summary(summary: TeachSummary) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if summary.estimate is not None:
-        table = Table(title=f"dry run: {summary.model} (batch API: {summary.estimate['batch_api']})",
-                      caption="completion tokens guessed from the prompt exemplars; nothing was sent")
-        for col in ("style", "results", "cached", "to send", "HTTP", "prompt tok", "compl tok", "USD"):
-            table.add_column(col, justify="left" if col == "style" else "right")
-        for name, r in [*summary.estimate["styles"].items(), ("total", summary.estimate["total"])]:
-            table.add_row(name, *(str(r.get(k, 0)) for k in ("requests", "cached", "to_send", "http_requests",
-                                                            "prompt_tokens", "completion_tokens")),
-                          f"{r.get('cost_usd', 0.0):.4f}")
-        console.print(table)
-        return
-    table = Table(title=f"teach: {summary.teacher} {summary.model} -> {summary.run_dir} (round {summary.round})")
-    for col in ("style", "jobs", "kept", "rejected", "duplicates", "failed"):
-        table.add_column(col, justify="left" if col == "style" else "right")
-    for name, s in summary.styles.items():
-        rej = ", ".join(f"{k} {v}" for k, v in sorted(s.rejected.items())) or "0"
-        fail = ", ".join(f"{k} {v}" for k, v in sorted(s.failures.items())) or "0"
-        table.add_row(name, str(s.jobs), str(s.kept), rej, str(s.duplicates), fail)
-    console.print(table)
-    if summary.usage:
-        u = summary.usage
-        console.print(f"requests sent {u['requests_sent']}, cache hits {u['cached_hits']}, tokens "
-                      f"{u['prompt_tokens']} + {u['completion_tokens']}, cost ${u['cost_usd']:.4f}")
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + (["teacher.dry_run=true"] if args.dry_run else [])
-    cfg = config_lib.load(TeachConfig, args.config, overrides)
-    if not cfg.teacher.dry_run:
-        config_lib.save_resolved(cfg, Path(cfg.run_dir) / "config.yaml")  # the run is this teach run alone
-    summary = teach(cfg, progress=not args.no_progress)
-    _print_summary(summary)
-    if summary.errors:
-        for fkind, message in summary.errors.items():
-            print(f"distill-jax teach: {fkind} failures: {message}", file=sys.stderr)
-        if summary.stopped:
-            print(f"distill-jax teach: stopped early ({_kind(summary.stopped)}); every response received is "
-                  f"cached and kept: rerun to resume", file=sys.stderr)
-        return 1
-    return 0

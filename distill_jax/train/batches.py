@@ -29,6 +29,7 @@ import numpy as np
 
 from distill_jax.config import ConfigError
 from distill_jax.data.records import DataError, check_rationale_record, iter_jsonl
+from distill_jax.reasoning.styles import student_input
 
 
 LABEL_PAD = -100  # ignored by the loss, as in HF
@@ -81,8 +82,6 @@ class Example:
 def input_text(record: dict) -> str:
     """The student's input for a record: `meta.input` verbatim when a method built it (PaD refine,
     Divide-or-Conquer decomposer/solver), else `styles.student_input` with the DSS task from `meta.task`."""
-    from distill_jax.reasoning.styles import student_input
-
     meta = record.get("meta") or {}
     if isinstance(meta.get("input"), str) and meta["input"].strip():
         return meta["input"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pp
+from orbax.checkpoint import checkpoint_managers as pp
 
 from distill_jax.config import ConfigError
 from distill_jax.model.t5 import T5Config, init_params
@@ -107,9 +107,6 @@ class Checkpointer:
         except Exception as e:  # orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
             raise CheckpointError(f"{self.directory / str(step)}: checkpoint cannot be read: "
                                   f"{type(e).__name__}: {str(e)[:300]}") from e
-
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -9,7 +9,6 @@ SIGTERM (spot/preemptible machines) saves a checkpoint and returns cleanly.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -23,11 +22,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from distill_jax.config import ConfigError, load, save_resolved
+from distill_jax.config import ConfigError, save_resolved
 from distill_jax.data.records import DataError
+from distill_jax.model.hf import load_hf, read_config
+from distill_jax.model.t5 import T5Config, init_params
+from distill_jax.model.tokenizer import Tokenizer, train_tokenizer
+from distill_jax.progress import progress_bar
 from distill_jax.train import batches as B
 from distill_jax.train import sharding as S
+from distill_jax.train.checkpoint import Checkpointer, model_meta
 from distill_jax.train.config import TrainConfig
+from distill_jax.train.optim import make_optimizer
+from distill_jax.train.state import create_state, init_state, state_layout
+from distill_jax.train.step import jit_eval_step, jit_train_step
+from distill_jax.train.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +88,6 @@ def _check_paths(cfg: TrainConfig) -> None:
 
 
 def _tokenizer(cfg: TrainConfig, records: list[dict]):
-    from distill_jax.model.tokenizer import Tokenizer, train_tokenizer
-
     run = Path(cfg.run_dir)
     source = cfg.model.tokenizer or (cfg.model.init if cfg.model.init != "scratch" else None)
     try:
@@ -111,9 +117,6 @@ def _barrier(name: str) -> None:
 
 
 def _model_config(cfg: TrainConfig, vocab_size: int):
-    from distill_jax.model.t5 import T5Config
-    from distill_jax.model.hf import read_config
-
     m = cfg.model
     if m.init == "scratch":
         unknown = set(m.overrides) - {f.name for f in dataclasses.fields(T5Config)}
@@ -152,11 +155,7 @@ class _Preemption:
 
 
 def _progress(enabled: bool, total: int, start: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"), TimeRemainingColumn(),
-                        disable=not enabled)
+    progress = progress_bar("train", "loss {task.fields[loss]}  {task.fields[tps]} tok/s", enabled=enabled)
     task = progress.add_task("train", total=total, completed=start, loss="-", tps="-")
     return progress, task
 
@@ -176,13 +175,6 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
-    from distill_jax.model.t5 import init_params
-    from distill_jax.train.checkpoint import Checkpointer, model_meta
-    from distill_jax.train.optim import make_optimizer
-    from distill_jax.train.state import init_state, state_shardings
-    from distill_jax.train.step import jit_eval_step, jit_train_step
-    from distill_jax.train.tracker import Tracker
-
     _check_paths(cfg)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -222,8 +214,7 @@ def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
 
     # state: restored into this mesh, or created in place on its shards
     init_fn = lambda key: init_state(init_params(config, key), tx, cfg.seed)  # noqa: E731
-    abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(cfg.seed))
-    state_sh = state_shardings(mesh, abstract)
+    abstract, state_sh = state_layout(mesh, init_fn, jax.random.PRNGKey(cfg.seed))
     ckpt = Checkpointer(run, keep=cfg.keep, keep_best=cfg.keep_best, async_save=cfg.async_checkpoint)
     meta = model_meta(config, tok_dir, run)
     if cfg.resume and ckpt.latest_step() is not None:
@@ -234,13 +225,11 @@ def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
                                epoch=position["epoch"], index=position["index"])
         log.info("resumed from %s at step %d", ckpt.directory, int(state.step))
     elif cfg.model.init == "scratch":
-        state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.PRNGKey(cfg.seed))
+        state = create_state(init_fn, state_sh, jax.random.PRNGKey(cfg.seed))
     else:
-        from distill_jax.model.hf import load_hf
-
         _, params = load_hf(cfg.model.init)
         params = jax.device_put(params, state_sh.params)
-        state = jax.jit(lambda p: init_state(p, tx, cfg.seed), out_shardings=state_sh)(params)
+        state = create_state(lambda p: init_state(p, tx, cfg.seed), state_sh, params)
 
     log.info("state ready at step %d on mesh %s", int(jax.device_get(state.step)), dict(mesh.shape))
     step_fn = jit_train_step(config, tx, schedule, cfg.optim.grad_accum, state_sh, batch_sh)
@@ -312,28 +301,4 @@ def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
                        tokens_per_second=all_tokens / max(elapsed, 1e-9), data_stats=stats)
 
 
-# ----------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML file with a TrainConfig (see configs/train_*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.learning_rate=3e-4")
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    quiet_checkpoint_logs()
-    cfg = load(TrainConfig, args.config, args.overrides)
-    try:
-        result = train(cfg)
-    except TrainingDiverged as e:
-        print(f"distill-jax train: {e}")
-        return 1
-    if jax.process_index() == 0:
-        s = result.data_stats
-        print(f"{result.stopped} at step {result.step}; checkpoint {result.last_checkpoint}; "
-              f"eval loss {result.eval_loss}; {result.tokens_per_second:,.0f} target tokens/s; "
-              f"{s['truncated']} records truncated, {s['dropped']} dropped; run dir {result.run_dir}")
-    return 0
-
-
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "maybe_initialize_distributed",
-           "add_arguments", "run"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "maybe_initialize_distributed"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -93,10 +93,6 @@ def data_parallel_size(mesh: Mesh) -> int:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) dim over (data, fsdp), the rest replicated."""
     return NamedSharding(mesh, P(BATCH_AXES))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
 
 
 def _path_str(path: tuple) -> str:
@@ -186,20 +182,7 @@ def named(mesh: Mesh, specs: Any) -> Any:
     return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
 
-def create_sharded(init_fn: Callable[..., Any], shardings_fn: Callable[[Any], Any], *args: Any) -> tuple[Any, Any]:
-    """Run `init_fn(*args)` with its outputs created in place on their shards (EasyLM/big_vision style).
-
-    `jax.eval_shape` gives the output structure without computing anything; `shardings_fn` turns it into
-    shardings; `jit(..., out_shardings=...)` then materialises each shard on its own device, so no full
-    copy of a large model ever lands on one device. Returns (value, shardings).
-    """
-    abstract = jax.eval_shape(init_fn, *args)
-    shardings = shardings_fn(abstract)
-    value = jax.jit(init_fn, out_shardings=shardings)(*args)
-    return value, shardings
-
-
 __all__ = [
     "AXES", "BATCH_AXES", "LOGICAL_RULES", "MeshConfig", "make_mesh", "data_parallel_size", "batch_sharding",
-    "replicated", "logical_to_spec", "param_specs", "tree_specs_like_params", "named", "create_sharded",
+    "logical_to_spec", "param_specs", "tree_specs_like_params", "named",
 ]

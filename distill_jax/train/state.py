@@ -1,7 +1,7 @@
 """The training state: one pytree, so jit, donation, sharding and checkpoints all treat it as one value."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +34,18 @@ def state_shardings(mesh: jax.sharding.Mesh, abstract: TrainState) -> TrainState
     return S.named(mesh, specs)
 
 
-def create_state(mesh: jax.sharding.Mesh, init_fn: Any, *args: Any) -> tuple[TrainState, TrainState]:
-    """(state, shardings): `init_fn(*args) -> TrainState` run with every leaf created on its own shards."""
-    return S.create_sharded(init_fn, lambda abstract: state_shardings(mesh, abstract), *args)
+def state_layout(mesh: jax.sharding.Mesh, init_fn: Callable[..., TrainState], *args: Any
+                 ) -> tuple[TrainState, TrainState]:
+    """(abstract state, shardings) of `init_fn(*args)`, computing nothing: `jax.eval_shape` gives shapes and
+    dtypes, the partition rules give each leaf's sharding. A restore targets exactly this layout."""
+    abstract = jax.eval_shape(init_fn, *args)
+    return abstract, state_shardings(mesh, abstract)
 
 
-__all__ = ["TrainState", "init_state", "state_shardings", "create_state"]
+def create_state(init_fn: Callable[..., TrainState], shardings: TrainState, *args: Any) -> TrainState:
+    """`init_fn(*args)` with every leaf created in place on its own shards (EasyLM / big_vision style): no full
+    copy of a large model ever lands on one device."""
+    return jax.jit(init_fn, out_shardings=shardings)(*args)
+
+
+__all__ = ["TrainState", "init_state", "state_shardings", "state_layout", "create_state"]

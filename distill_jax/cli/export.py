@@ -12,6 +12,7 @@ import jax
 
 from distill_jax.config import ConfigError
 from distill_jax.model.hf import WEIGHT_FILES, load_hf, save_hf, tokenizer_files
+from distill_jax.train.checkpoint import Checkpointer, load_params
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,15 +29,6 @@ def _is_run_dir(path: Path) -> bool:
     return (path / "ckpt").is_dir() or (path / "config.yaml").is_file()
 
 
-def _load_run(run_dir: Path, step: int | None):
-    try:
-        from distill_jax.train.checkpoint import load_params
-    except ImportError as e:
-        raise ConfigError(f"--model {run_dir} is a training run, but reading run checkpoints needs "
-                          f"distill_jax.train.checkpoint.load_params, which is not available: {e}") from e
-    return load_params(run_dir, step)
-
-
 def run(args: argparse.Namespace) -> int:
     src = Path(args.model)
     if _is_hf_dir(src):
@@ -48,12 +40,10 @@ def run(args: argparse.Namespace) -> int:
         tokenizer_dir = src if tokenizer_files(src) else None
         out = Path(args.out)
     elif _is_run_dir(src):
-        config, params, tokenizer_dir = _load_run(src, args.step)
+        config, params, tokenizer_dir = load_params(src, args.step)
         if args.out is not None:
             out = Path(args.out)
         else:
-            from distill_jax.train.checkpoint import Checkpointer
-
             ckpt = Checkpointer(src, read_only=True, async_save=False)
             try:
                 out = src / "hf" / str(ckpt.check_step(args.step))

@@ -5,6 +5,9 @@ import argparse
 from collections import Counter
 
 from distill_jax.config import ConfigError
+from distill_jax.data.records import write_jsonl
+from distill_jax.data.synthetic import generate
+from distill_jax.progress import progress_bar
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,11 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
-    from distill_jax.data.records import write_jsonl
-    from distill_jax.data.synthetic import generate
-
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     if not 1 <= args.min_steps <= args.max_steps:
@@ -31,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.distractors <= 1.0:
         raise ConfigError(f"--distractors must be in [0, 1], got {args.distractors}")
     # A progress bar only where it helps: small runs finish before it would draw.
-    with Progress(transient=True, disable=args.n < 5000) as bar:
+    with progress_bar("generating", transient=True, enabled=args.n >= 5000) as bar:
         task = bar.add_task("generating", total=args.n)
         problems = generate(args.n, args.seed, args.min_steps, args.max_steps, args.distractors, split=args.split,
                             progress=lambda i: bar.update(task, completed=i) if i % 500 == 0 else None)

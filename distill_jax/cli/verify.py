@@ -13,7 +13,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from distill_jax.config import ConfigError
 from distill_jax.data.records import DataError, JsonlAppender, iter_jsonl
+from distill_jax.progress import progress_bar
 from distill_jax.reasoning.answers import answers_match
 from distill_jax.reasoning.styles import STYLES, get_style
 
@@ -52,10 +57,8 @@ def _error_kind(error: str) -> str:
 
 
 def verify_file(style_name: str, input_path: Path, output_path: Path, *, workers: int | None = None,
-                timeout_s: float = 2.0, chunk_size: int = DEFAULT_CHUNK, console=None) -> dict:
+                timeout_s: float = 2.0, chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> dict:
     """Verify every row of `input_path` into `output_path` (overwritten); returns the summary counts."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     style = get_style(style_name)
     if input_path.resolve() == output_path.resolve():
         raise DataError(f"{output_path}: output must differ from the input")
@@ -64,15 +67,14 @@ def verify_file(style_name: str, input_path: Path, output_path: Path, *, workers
     output_path.write_text("", encoding="utf-8")
     stats: Counter = Counter()
     errors: Counter = Counter()
-    columns = (TextColumn(f"verify {style_name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress, JsonlAppender(output_path) as out:
-        task = progress.add_task("rows", total=total)
+    with progress_bar(f"verify {style_name}", enabled=progress) as bar, JsonlAppender(output_path) as out:
+        task = bar.add_task("rows", total=total)
         chunk: list[dict] = []
 
         def flush() -> None:
-            done_before = progress.tasks[0].completed
+            done_before = bar.tasks[0].completed
             results = style.answers([row["rationale"] for row in chunk], timeout_s=timeout_s, workers=workers,
-                                    progress=lambda done, _n: progress.update(task, completed=done_before + done))
+                                    progress=lambda done, _n: bar.update(task, completed=done_before + done))
             for row, result in zip(chunk, results):
                 gold = _gold(row)
                 correct = None if gold is None else answers_match(result.answer, gold)
@@ -84,7 +86,7 @@ def verify_file(style_name: str, input_path: Path, output_path: Path, *, workers
                     stats["correct"] += bool(correct)
                 if result.error:
                     errors[_error_kind(result.error)] += 1
-            progress.update(task, completed=done_before + len(chunk))
+            bar.update(task, completed=done_before + len(chunk))
             chunk.clear()
 
         for _, row in iter_jsonl(input_path):
@@ -96,9 +98,7 @@ def verify_file(style_name: str, input_path: Path, output_path: Path, *, workers
     return {**stats, "errors": dict(errors)}
 
 
-def _print_summary(summary: dict, style: str, output: Path, console) -> None:
-    from rich.table import Table
-
+def _print_summary(summary: dict, style: str, output: Path, console: Console) -> None:
     table = Table(title=f"verify {style} -> {output}")
     table.add_column("")
     table.add_column("count", justify="right")
@@ -115,16 +115,12 @@ def _print_summary(summary: dict, style: str, output: Path, console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     console = Console(stderr=True)
     if args.chunk_size < 1 or not args.timeout > 0 or (args.workers is not None and args.workers < 1):
-        from distill_jax.config import ConfigError
-
         raise ConfigError("--chunk-size and --workers must be >= 1 and --timeout > 0")
     try:
         summary = verify_file(args.style, args.input, args.output, workers=args.workers, timeout_s=args.timeout,
-                              chunk_size=args.chunk_size, console=console)
+                              chunk_size=args.chunk_size)
     except DataError as e:
         print(f"distill-jax verify: error: {e}", file=sys.stderr)  # plain: rich would wrap the file:line
         return 2

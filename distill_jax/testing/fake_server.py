@@ -8,7 +8,7 @@ check scrubbing), 400, context-length errors, timeouts, dropped connections, mal
 bodies, empty choices, fewer choices than `n`. It counts requests per cache-relevant content (model,
 messages, params; `n` excluded) so tests can prove nothing was paid twice, and records the auth headers seen.
 
-    python -m distill_jax.teacher.fake_server --port 0 --latency-ms 100    # prints the port, serves until killed
+    python -m distill_jax.testing.fake_server --port 0 --latency-ms 100    # prints the port, serves until killed
     curl http://127.0.0.1:PORT/_stats                                        # {"received", "served", ...}
 """
 from __future__ import annotations
@@ -360,7 +360,7 @@ def _load_reply(spec: str) -> ReplyFn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m distill_jax.teacher.fake_server", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m distill_jax.testing.fake_server", description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--no-n", action="store_true", help="reject n > 1 with HTTP 400")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any
+
+import jax
 
 from distill_jax.config import ConfigError
 from distill_jax.data.records import DataError, iter_jsonl, write_jsonl
+from distill_jax.evaluate.student import decode_mesh, load_student
+from distill_jax.model.decode import generate_texts
+from distill_jax.reasoning.styles import get_style, student_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,30 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def load_student(model: str, step: int | None) -> tuple[Any, Any, str]:
-    """(config, params, tokenizer dir) of a HF directory or a training run."""
-    path = Path(model)
-    if not path.is_dir():
-        raise ConfigError(f"--model {path} is not a directory")
-    if (path / "config.json").is_file() and step is None:
-        from distill_jax.model.hf import load_hf
-
-        config, params = load_hf(path)
-        return config, params, str(path)
-    try:
-        from distill_jax.train.checkpoint import load_params
-    except ImportError as e:
-        raise ConfigError(f"--model {path} is not a HF directory (no config.json) and training checkpoints "
-                          f"cannot be read in this build ({e})") from e
-    return load_params(path, step)
-
-
 def _read_inputs(path: str, style: str | None) -> tuple[list[dict], list[str]]:
     rows, texts = [], []
-    student_input = None
     if style is not None:
-        from distill_jax.reasoning.styles import get_style, student_input
-
         try:
             get_style(style)
         except KeyError as e:
@@ -79,18 +61,6 @@ def _read_inputs(path: str, style: str | None) -> tuple[list[dict], list[str]]:
     return rows, texts
 
 
-def _mesh(batch_size: int):
-    """A `data` mesh over every device when the batch divides evenly; None (one device) otherwise."""
-    import jax
-    import numpy as np
-    from jax.sharding import Mesh
-
-    n = jax.device_count()
-    if n == 1 or batch_size % n:
-        return None
-    return Mesh(np.asarray(jax.devices()), ("data",))
-
-
 def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise ConfigError("--max-new-tokens and --batch-size must be >= 1")
@@ -101,22 +71,11 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, FileNotFoundError) as e:
         print(f"distill-jax generate: {e}", file=sys.stderr)
         return 2
-    import jax
-
-    from distill_jax.model.decode import generate_texts
-    from distill_jax.model.tokenizer import Tokenizer, TokenizerError
-
-    config, params, tokenizer_dir = load_student(args.model, args.step)
-    try:
-        tokenizer = Tokenizer.load(args.tokenizer or tokenizer_dir)
-    except TokenizerError as e:
-        raise ConfigError(f"tokenizer: {e}") from e
-    if tokenizer.vocab_size > config.vocab_size:
-        raise ConfigError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
-                          f"{config.vocab_size}")
+    student = load_student(args.model, args.step, args.tokenizer)
     mode = "sample" if args.samples > 0 else "beam" if args.num_beams > 1 else "greedy"
     outputs = generate_texts(
-        params, config, tokenizer, texts, args.max_new_tokens, args.batch_size, mode, mesh=_mesh(args.batch_size),
+        student.params, student.config, student.tokenizer, texts, args.max_new_tokens, args.batch_size, mode,
+        mesh=decode_mesh(args.batch_size),
         rng=jax.random.PRNGKey(args.seed), temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         num_samples=max(args.samples, 1), num_beams=args.num_beams, length_penalty=args.length_penalty,
         progress=not args.no_progress)

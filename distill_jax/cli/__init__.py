@@ -1,0 +1,62 @@
+"""`distill-jax <verb> ...`: one entry point; each verb is a module of this package, imported only when it runs.
+
+A verb module exposes `add_arguments(parser)` and `run(args)`; it imports the library, and nothing in the
+library imports this package. Importing only the verb that runs keeps `distill-jax verify` or `teach` free of
+JAX start-up cost, so the teacher side runs on machines without an accelerator stack.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from distill_jax.config import ConfigError
+
+# verb -> one-line help; the module distill_jax.cli.<verb> owns its arguments and its behaviour.
+VERBS: dict[str, str] = {
+    "synth": "generate synthetic GSM8K-style problems",
+    "verify": "verify rationales of one style against gold answers",
+    "teach": "ask a teacher for verified rationales",
+    "train": "train a student on rationale files",
+    "generate": "decode with a student (HF dir or run checkpoint)",
+    "export": "export a student to a Hugging Face directory",
+    "eval": "evaluate checkpoints on benchmarks",
+    "fdd": "run FDD multi-round distillation",
+    "demo": "the embedded offline default, end to end",
+    "distill": "run a method pipeline (kpdd, etd, pad, dss, decompose)",
+}
+
+
+def _usage() -> str:
+    width = max(len(v) for v in VERBS)
+    lines = ["usage: distill-jax <verb> [options]   (distill-jax <verb> --help for a verb's options)", "", "verbs:"]
+    lines += [f"  {verb.ljust(width)}  {help_}" for verb, help_ in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"distill-jax: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"distill_jax.cli.{verb}")
+    parser = argparse.ArgumentParser(prog=f"distill-jax {verb}", description=VERBS[verb])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        code = module.run(args)
+    except ConfigError as e:
+        print(f"distill-jax {verb}: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"distill-jax {verb}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

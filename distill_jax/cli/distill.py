@@ -1,0 +1,25 @@
+"""`distill-jax distill --config configs/<method>_*.yaml [key=value ...]`: one method pipeline, resumable."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from distill_jax import config as config_lib
+from distill_jax.methods.method_config import MethodConfig
+from distill_jax.methods.pipeline import run_method
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML with a MethodConfig (see configs/<method>_*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=200")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_lib.load(MethodConfig, args.config, args.overrides)
+    results = run_method(cfg)
+    if "dry_run" in results:
+        return 0
+    print(f"report: {Path(cfg.run_dir) / 'report.md'}")
+    for key, m in results["eval"].items():
+        print(f"{key}: {100 * m['accuracy']:.1f}% ({m['correct']}/{m['n']})")
+    return 0
