@@ -76,7 +76,7 @@ def reference(env):
 
 def test_reference_run_layout(reference):
     result, run = reference["result"], reference["run"]
-    assert result.stopped == "done" and result.step == STEPS and result.last_checkpoint == STEPS
+    assert result.step == STEPS and result.last_checkpoint == STEPS and result.startup_seconds > 0
     assert sorted(int(p.name) for p in (run / "ckpt").iterdir() if p.name.isdigit()) == [4, 8, 12]
     assert set(reference["losses"]) == set(range(1, STEPS + 1))
     assert reference["losses"][STEPS] < reference["losses"][2]

@@ -3,6 +3,8 @@
 A verb module exposes `add_arguments(parser)` and `run(args)`; it imports the library, and nothing in the
 library imports this package. Importing only the verb that runs keeps `distill-jax verify` or `teach` free of
 JAX start-up cost, so the teacher side runs on machines without an accelerator stack.
+Every verb shares one persistent XLA compilation cache (train/runtime_env.py), set through the environment
+before the verb's module imports JAX.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import importlib
 import sys
 
 from distill_jax.config import ConfigError
+from distill_jax.train.runtime_env import use_compilation_cache
 
 # verb -> one-line help; the module distill_jax.cli.<verb> owns its arguments and its behaviour.
 VERBS: dict[str, str] = {
@@ -24,6 +27,7 @@ VERBS: dict[str, str] = {
     "fdd": "run FDD multi-round distillation",
     "demo": "the embedded offline default, end to end",
     "distill": "run a method pipeline (kpdd, etd, pad, dss, decompose)",
+    "env": "what JAX sees here (backend, devices, versions, flags, caches): paste it into bug reports",
 }
 
 
@@ -43,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"distill-jax: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    use_compilation_cache()
     module = importlib.import_module(f"distill_jax.cli.{verb}")
     parser = argparse.ArgumentParser(prog=f"distill-jax {verb}", description=VERBS[verb])
     module.add_arguments(parser)
@@ -52,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"distill-jax {verb}: config error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"distill-jax {verb}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or train/preemption.TrainingStopped after its checkpoint
+        print(f"distill-jax {verb}: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     return int(code or 0)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from distill_jax.methods.demo import FULL, QUICK, check_same_size, run_demo, use_compilation_cache
+from distill_jax.methods.demo import FULL, QUICK, check_same_size, run_demo
 from distill_jax.methods.demo_report import findings, write_demo_report
 from distill_jax.train.loop import quiet_checkpoint_logs
 
@@ -33,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_same_size(run_dir, size, args.seed)
-    use_compilation_cache(run_dir)
     start = time.perf_counter()
     command = (f"distill-jax demo{' --quick' if args.quick else ''}{f' --steps {args.steps}' if args.steps else ''}"
                f" --out {args.out}")

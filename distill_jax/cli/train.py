@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if jax.process_index() == 0:
         s = result.data_stats
-        print(f"{result.stopped} at step {result.step}; checkpoint {result.last_checkpoint}; "
-              f"eval loss {result.eval_loss}; {result.tokens_per_second:,.0f} target tokens/s; "
+        print(f"done at step {result.step}; checkpoint {result.last_checkpoint}; eval loss {result.eval_loss}; "
+              f"first step after {result.startup_seconds:.1f} s; {result.tokens_per_second:,.0f} target tokens/s; "
               f"{s['truncated']} records truncated, {s['dropped']} dropped; run dir {result.run_dir}")
     return 0

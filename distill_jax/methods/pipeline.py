@@ -54,6 +54,7 @@ from distill_jax.methods.stages import Stages, copy_seed_problems
 from distill_jax.teacher.generate import teach
 from distill_jax.train.config import TrainConfig
 from distill_jax.train.loop import train
+from distill_jax.train.runtime import prepare_runtime
 
 
 # ------------------------------------------------------------------------------------------- records
@@ -181,6 +182,7 @@ def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None) -> d
         estimate = teach(teach_cfg, seeds).estimate
         log(f"dry run, nothing sent: {json.dumps(estimate, indent=2)}")
         return {"method": cfg.method, "dry_run": estimate}
+    prepare_runtime(cfg.train)  # a run that needs an accelerator fails here, before paying for teacher calls
     stages.run("teach", lambda: teach(teach_cfg, seeds, progress=True).to_dict()["styles"])
 
     def build_records() -> dict:

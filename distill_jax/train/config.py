@@ -43,6 +43,8 @@ class TrainConfig:
     resume: bool = True  # continue from RUN/ckpt's latest step when there is one
     async_checkpoint: bool = True
     distributed: bool | None = None  # None: initialise jax.distributed when the environment says multi-process
+    # fail before any work when JAX would run on the CPU; None: on for multi-process runs (train/runtime.py)
+    require_accelerator: bool | None = None
     progress: bool = True  # rich progress bar (process 0)
 
     def __post_init__(self) -> None:
