@@ -54,7 +54,12 @@ def initialize_distributed(distributed: bool | None) -> None:
         jax.distributed.initialize(coordinator_address=os.environ[ENV_COORDINATOR], num_processes=n,
                                    process_id=pid)
     elif distributed:
-        jax.distributed.initialize()  # TPU pods, SLURM, Open MPI: JAX finds the cluster itself
+        try:
+            jax.distributed.initialize()  # TPU pods, SLURM, Open MPI: JAX finds the cluster itself
+        except ValueError as e:  # no cluster environment JAX knows ("coordinator_address should be defined")
+            raise ConfigError(f"distributed: JAX found no cluster to join ({e}); start every host with "
+                              f"scripts/launch_*.sh, or set {ENV_COORDINATOR}, {ENV_NUM_PROCESSES} and "
+                              f"{ENV_PROCESS_ID}") from e
 
 
 def accelerator_plugins() -> list[str]:
