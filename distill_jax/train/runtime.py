@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pkgutil
 import platform
 from importlib import metadata
 from typing import Any
@@ -63,8 +64,16 @@ def initialize_distributed(distributed: bool | None) -> None:
 
 
 def accelerator_plugins() -> list[str]:
-    """The GPU/TPU backends JAX could load: PJRT plugins (the `jax_plugins` entry points it scans) and libtpu."""
-    found = sorted({ep.name for ep in metadata.entry_points(group="jax_plugins")})
+    """The GPU/TPU backends JAX could load: PJRT plugins, found where JAX looks for them (the `jax_plugins`
+    namespace package and entry points, xla_bridge.discover_pjrt_plugins), and libtpu."""
+    found = {ep.value for ep in metadata.entry_points(group="jax_plugins")}
+    try:
+        import jax_plugins  # a namespace package: present only when a plugin put a module under it
+    except ImportError:
+        pass
+    else:
+        found |= {f"jax_plugins.{m.name}" for m in pkgutil.iter_modules(jax_plugins.__path__)}
+    found = sorted(found)
     try:
         found.append(f"libtpu {metadata.version('libtpu')}")
     except metadata.PackageNotFoundError:
