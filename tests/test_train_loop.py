@@ -139,7 +139,8 @@ def _processes(procs: list[subprocess.Popen]):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum,code,word", [(signal.SIGTERM, 0, "preempted"), (signal.SIGINT, 130, "interrupted")])
+@pytest.mark.parametrize("signum,code,word", [(signal.SIGTERM, 0, "preempted"), (signal.SIGINT, 130, "interrupted")],
+                         ids=["SIGTERM", "SIGINT"])
 def test_sigterm_and_ctrl_c_checkpoint_and_resume(env, reference, signum, code, word):
     """SIGTERM (a spot machine's notice) and Ctrl-C both save the step just taken and stop; the rerun resumes
     there with the uninterrupted run's batches and parameters, and every step is logged once."""
