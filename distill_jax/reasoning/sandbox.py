@@ -8,7 +8,7 @@ or blows its memory is killed and replaced, the program is reported with a reaso
 
 Fails closed: a worker started as root drops to `nobody`; where it cannot (a container without CAP_SETUID) it
 refuses to run programs (SandboxError) unless the user opts in with `sandbox.allow_root: true` in the config
-(SandboxConfig, applied by `configure`) or DISTILL_JAX_SANDBOX_ALLOW_ROOT=1, and then every pool warns
+(SandboxConfig, applied by `configure_sandbox`) or DISTILL_JAX_SANDBOX_ALLOW_ROOT=1, and then every pool warns
 (SandboxRootWarning) what is lost. `isolation_report()` says what is in force on this machine.
 
 Allowed imports: math, cmath, fractions, decimal, datetime, statistics, itertools, functools (without
@@ -120,7 +120,7 @@ class SandboxConfig:
 _configured_allow_root: bool | None = None
 
 
-def configure(cfg: SandboxConfig) -> None:
+def configure_sandbox(cfg: SandboxConfig) -> None:
     """Apply a config's sandbox section to the programs this process runs from now on; None leaves the
     setting as it is (so the configs a pipeline builds for its stages do not undo the user's)."""
     global _configured_allow_root

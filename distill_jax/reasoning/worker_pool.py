@@ -19,6 +19,7 @@ dies, and pickles results; `multiprocessing.Pool` shares the last two.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import selectors
@@ -186,13 +187,21 @@ class _Batch:
         self.workers.append(worker)
         self.selector.register(worker.fd, selectors.EVENT_READ, worker)
 
-    def replace(self, worker: _Worker) -> int:
+    def retire(self, worker: _Worker) -> int:
         self.selector.unregister(worker.fd)
         self.workers.remove(worker)
-        returncode = worker.kill()
+        return worker.kill()
+
+    def replace(self, worker: _Worker) -> int:
+        returncode = self.retire(worker)
         if self.pending or any(w.job for w in self.workers):
             self.spawn()
         return returncode
+
+    def start_failed(self, worker: _Worker, why: str) -> WorkerStartError:
+        """A worker that does not start will not start again: stop it (no replacement) and say why."""
+        self.retire(worker)
+        return self.pool.error(f"{self.pool.name} worker {why}")
 
     def dispatch(self) -> None:
         for worker in list(self.workers):
@@ -219,24 +228,26 @@ class _Batch:
                 worker.job = None
                 self.replace(worker)
             elif worker.info is None and now >= worker.started + START_TIMEOUT_S:
-                self.replace(worker)
-                raise self.pool.error(f"{self.pool.name} worker did not start within {START_TIMEOUT_S:.0f} s")
+                raise self.start_failed(worker, f"did not start within {START_TIMEOUT_S:.0f} s")
 
     def on_readable(self, worker: _Worker) -> None:
         messages = worker.read()
         if messages is None:
+            if worker.info is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.proc.wait(timeout=5)  # its pipe closed: let it finish exiting, so its status says why
+                status = worker.proc.poll()
+                raise self.start_failed(worker, "exited during start-up"
+                                        f" ({'pipe closed' if status is None else describe_exit(status)})")
             job = worker.job
             returncode = self.replace(worker)
-            if worker.info is None:
-                raise self.pool.error(f"{self.pool.name} worker exited during start-up ({describe_exit(returncode)})")
             if job:
                 self.finish(job[0], Lost(timeout=False, returncode=returncode))
             return
         for message in messages:
             if worker.info is None:
                 if not message.get("ready"):
-                    self.replace(worker)
-                    raise self.pool.error(f"{self.pool.name} worker failed to start: {message.get('fatal', message)}")
+                    raise self.start_failed(worker, f"failed to start: {message.get('fatal', message)}")
                 worker.info = message
                 if self.pool.on_ready is not None:
                     self.pool.on_ready(message)
