@@ -85,6 +85,7 @@ _SAFE_BUILTINS = (
 
 STDOUT_LIMIT = 10_000  # characters of program output kept
 _VALUE_REPR_LIMIT = 200
+_LINE_SHOWN = 80  # characters of a line that does not parse, in its error
 _ANSWER_LIMIT = 1000  # characters; a longer `ans` is reported as too long
 MEMORY_EXIT_CODE = 3  # the worker ran out of memory outside a program (e.g. while replying)
 
@@ -182,12 +183,20 @@ class _Screen(ast.NodeVisitor):
     visit_Await = visit_AsyncFor = visit_AsyncWith = visit_AsyncFunctionDef
 
 
+def syntax_error(code: str, exc: SyntaxError) -> str:
+    """`syntax error: <why> (line N: '<the line>')`: the line itself, so a truncated program says where."""
+    lines = code.splitlines()
+    if exc.lineno is None or not 1 <= exc.lineno <= len(lines):
+        return f"syntax error: {exc.msg} (line {exc.lineno})"
+    return f"syntax error: {exc.msg} (line {exc.lineno}: {lines[exc.lineno - 1].strip()[:_LINE_SHOWN]!r})"
+
+
 def screen(code: str) -> tuple[ast.Module | None, str | None]:
     """Parse and check a program: (tree, None) when it may run, (None, reason) when not."""
     try:
         tree = ast.parse(code, "<program>")
     except SyntaxError as exc:
-        return None, f"syntax error: {exc.msg} (line {exc.lineno})"
+        return None, syntax_error(code, exc)
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
         return None, f"syntax error: {type(exc).__name__}"
     try:
@@ -318,7 +327,7 @@ class Runner:
         try:
             compiled = compile(tree, "<program>", "exec", dont_inherit=True)
         except SyntaxError as exc:  # e.g. 'return' outside function is found by the compiler, not the parser
-            return {"error": f"syntax error: {exc.msg} (line {exc.lineno})"}
+            return {"error": syntax_error(code, exc)}
         except (RecursionError, MemoryError, ValueError) as exc:
             return {"error": f"syntax error: {type(exc).__name__}"}
         program_builtins = dict(self.builtins, __import__=self._importer())

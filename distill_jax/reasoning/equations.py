@@ -37,6 +37,7 @@ from distill_jax.reasoning.worker_pool import Lost, ProgressFn, SharedPool, Work
 
 MAX_TEXT_CHARS = 5_000
 MAX_EQUATIONS = 60
+_LINE_SHOWN = 80  # characters of a rejected line, in its error
 _MEMORY_LIMIT = 1 << 30  # bytes of address space per worker; sympy answers word problems in ~100 MB
 
 _ALLOWED = re.compile(r"[A-Za-z0-9_.,+\-*/^()= \t]*")
@@ -58,18 +59,23 @@ class EquationError(ValueError):
     pass
 
 
-def _check(lineno: int, line: str) -> str:
-    """`line` when it is arithmetic/equation text; EquationError naming the line otherwise."""
+def _at(lineno: int, raw: str, reason: str) -> str:
+    """`line N: <reason>: '<the line as written>'`, so a rejected (e.g. truncated) rationale says where."""
+    return f"line {lineno}: {reason}: {raw.strip()[:_LINE_SHOWN]!r}"
+
+
+def _check(line: str) -> str:
+    """`line` when it is arithmetic/equation text; EquationError with the reason otherwise."""
     if not _ALLOWED.fullmatch(line) or "," in line:
         bad = sorted(set(re.sub(r"[A-Za-z0-9_.+\-*/^()= \t]", "", line)))
-        raise EquationError(f"line {lineno}: not an equation (characters {''.join(bad)!r})")
+        raise EquationError(f"not an equation (characters {''.join(bad)!r})")
     if "=" not in line:
-        raise EquationError(f"line {lineno}: not an equation (no '=')")
+        raise EquationError("not an equation (no '=')")
     for name in _NAME.findall(line):
         if "__" in name or keyword.iskeyword(name):
-            raise EquationError(f"line {lineno}: name {name!r} not allowed")
+            raise EquationError(f"name {name!r} not allowed")
     if _ADJACENT_NAMES.search(line):
-        raise EquationError(f"line {lineno}: not an equation (words side by side)")
+        raise EquationError("not an equation (words side by side)")
     return line
 
 
@@ -89,10 +95,12 @@ def _lines(text: str) -> list[tuple[int, str]]:
         line = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), line)
         # `x = 3, y = 4` / `x = 3; y = 4`: several equations on one line.
         parts = [p.strip() for p in re.split(r"[;,]", line) if p.strip()]
-        if len(parts) > 1 and all("=" in p for p in parts):
-            out += [(lineno, _check(lineno, p)) for p in parts]
-        elif line:
-            out.append((lineno, _check(lineno, line)))
+        if not (len(parts) > 1 and all("=" in p for p in parts)):
+            parts = [line] if line else []
+        try:
+            out += [(lineno, _check(p)) for p in parts]
+        except EquationError as e:
+            raise EquationError(_at(lineno, raw, str(e))) from None
     if not out:
         raise EquationError("no equations")
     if len(out) > MAX_EQUATIONS:
@@ -151,6 +159,7 @@ def _solve_in_process(text: str) -> EquationResult:
         lines = _lines(text)
     except EquationError as e:
         return EquationResult(None, str(e))
+    raw_lines = text.splitlines()
     symbols: dict[str, sympy.Symbol] = {}
     equations = []
     for lineno, line in lines:
@@ -161,9 +170,9 @@ def _solve_in_process(text: str) -> EquationResult:
             exprs = [parse_expr(side, local_dict=dict(symbols), global_dict=dict(global_dict),
                                 transformations=transformations) for side in sides]
         except Exception as e:  # noqa: BLE001 - any parser failure is the text's fault
-            return EquationResult(None, f"line {lineno}: cannot parse ({type(e).__name__})")
+            return EquationResult(None, _at(lineno, raw_lines[lineno - 1], f"cannot parse ({type(e).__name__})"))
         if any(not isinstance(x, sympy.Expr) for x in exprs):
-            return EquationResult(None, f"line {lineno}: not an arithmetic expression")
+            return EquationResult(None, _at(lineno, raw_lines[lineno - 1], "not an arithmetic expression"))
         # `a = b = 3` chains: every side equals the next; an equation is kept as `left - right` (= 0).
         equations += [exprs[i] - exprs[i + 1] for i in range(len(exprs) - 1)]
     if "ans" not in symbols:
