@@ -187,7 +187,7 @@ class SandboxPool:
             warnings.warn(SandboxRootWarning(
                 f"PoT programs run as root ({why}), as sandbox.allow_root / {ALLOW_ROOT_ENV} allows. Lost: "
                 + "; ".join(ROOT_LOSSES) + ". Only the AST screen and the restricted builtins remain."
-            ), stacklevel=2)
+            ))
 
     def run(self, codes: list[str], timeout_s: float = 2.0, progress: ProgressFn | None = None
             ) -> list[ProgramResult]:
