@@ -126,6 +126,8 @@ WRITTEN_PROGRAMS = [
     ("def solution():\n    return 9\n\nprint(solution())", "9"),
     ("total = (1 +\n2)\nprint(total)", "3"),
     ("Sure! Let me write a program.\ndef solution():\n    return 7\nThe answer is printed above.", "7"),
+    ("Code (Python):\nans = 6\n---\n(6 apples)\n42 is not the answer; 6 is.\n✅ Done", "6"),
+    ("1. Define the variables\nx = 3\nans = x\n\nExplanation: x is 3.\nÜbrigens: fertig.", "3"),
 ]
 
 

@@ -72,24 +72,30 @@ def _compiles(code: str) -> bool:
     return True
 
 
-# Markdown and list markers a prose line may start with (`**Answer:**`, `- Note`, `1. First`, `(Output`).
-_LINE_LEAD = re.compile(r"(?:[*_>#`(\[-]+[ \t]*|\d+[.)][ \t]+)*")
-_WORD = re.compile(r"[A-Za-z][\w'’]*(?:-[A-Za-z][\w'’]*)*")
-# What follows a line's first word when the line is code: a call, index, attribute, assignment or operator.
-_CODE_AFTER_WORD = re.compile(r"[ \t]*(?:[(\[=+\-*/%@&|^<>~]|\.\w|:=)")
+# Markdown, list markers and symbols a prose line may start with (`**Answer:**`, `- Note`, `1. First`, `✅ Done`).
+_LINE_LEAD = re.compile(r"(?:[*_>#`(\[-]+[ \t]*|\d+[.)][ \t]+|[^\x00-\x7f\w][ \t]*)*")
+_NUMBER_THEN_WORD = re.compile(r"\d[\d,.]*[ \t]+(?!(?:if|else|for|and|or|in|not)\b)[^\W\d_]")  # `72 clips.`
+_WORD = re.compile(r"[^\W\d_][\w'’]*(?:-[^\W\d_][\w'’]*)*")
+# What follows a line's first word when the line is code: a call or index (no space before the bracket, as
+# code is written: `Code (Python):` is prose), an attribute, an assignment or an operator.
+_CODE_AFTER_WORD = re.compile(r"[(\[]|\.\w|[ \t]*(?:[=+\-*/%@&|^<>~]|:=)")
 _STATEMENT_WORDS = frozenset(keyword.kwlist) | {"match", "case"}
 
 
 def _is_prose(line: str) -> bool:
     """A top-level line of natural language around a bare program (`Here is the code:`, `Sure!`, `The answer
-    is 8.`, `**Output:**`): it does not compile and starts with a word that starts no statement and is not
-    followed by code. A broken line of code is not prose (`ans = 30 +`, `= 20`, `print(ans`, `for i in range`):
-    it stays in the program, which then fails to parse."""
+    is 8.`, `**Output:**`, `---`): it does not compile and starts with a word that starts no statement and is
+    not followed by code. A broken line of code is not prose (`ans = 30 +`, `= 20`, `print(ans`,
+    `for i in range`): it stays in the program, which then fails to parse."""
     if not line.strip():
         return True
     if line[0].isspace() or _compiles(line):
         return False
     body = line[_LINE_LEAD.match(line).end():]
+    if not body.strip():  # only markdown (`---`, `**`), unless a bracket may open a cut-off expression
+        return not re.search(r"[(\[]", line)
+    if _NUMBER_THEN_WORD.match(body):  # a number then a word is no statement (`42 is the answer.`)
+        return True
     word = _WORD.match(body)
     if word is None or word.group() in _STATEMENT_WORDS:
         return False
