@@ -363,6 +363,7 @@ def test_root_opt_in_runs_with_a_warning(setuid_fails, monkeypatch):
     monkeypatch.setenv(sandbox.ALLOW_ROOT_ENV, "perhaps")
     with pytest.raises(SandboxError, match=f"{sandbox.ALLOW_ROOT_ENV}='perhaps'"):
         run_programs(["ans = 4"])
+    assert "perhaps" in isolation_report()["error"]
 
 
 def test_isolation_report_of_this_machine():

@@ -232,9 +232,10 @@ def isolation_report(allow_root: bool | None = None) -> dict:
 
     Starts one worker, runs `ans = 1` and stops it. Where the sandbox refuses to start (root without the
     opt-in) `runs_programs` is False and `error` says why."""
-    allowed = allow_root_setting() if allow_root is None else bool(allow_root)
-    report: dict = {"allow_root": allowed, "parent_user": _user(os.geteuid())}
+    report: dict = {"parent_user": _user(os.geteuid())}
     try:
+        allowed = allow_root_setting() if allow_root is None else bool(allow_root)
+        report["allow_root"] = allowed
         with SandboxPool(workers=1, allow_root=allowed) as pool, warnings.catch_warnings():
             warnings.simplefilter("ignore", SandboxRootWarning)  # the report says it
             result = pool.run(["ans = 1"], timeout_s=10.0)[0]
