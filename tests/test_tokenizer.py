@@ -7,6 +7,7 @@ import string
 
 import pytest
 import sentencepiece as spm
+from helpers_tokenizer import make_t5_like_spiece
 from transformers import AutoTokenizer, T5TokenizerFast
 
 from distill_jax.model.escape_era import MARKERS
@@ -52,15 +53,8 @@ def _texts(data_dir, n: int = 1500) -> list[str]:
 
 @pytest.fixture(scope="module")
 def t5_stock(data_dir, tmp_path_factory) -> Tokenizer:
-    """Stand-in for t5's spiece.model: unigram, nmt_nfkc, no `{ } < ~ \\ ^ |` and no newline in the vocab,
-    loaded from a bare spiece.model (so through the sentinel-adding T5 path, extra_ids=100)."""
-    out = tmp_path_factory.mktemp("t5_like")
-    banned = str.maketrans("", "", "{}<~\\^|`")
-    texts = [t.translate(banned) for t in _texts(data_dir)] + ["def f(x): return x * 2 == 3 != 4 >= 5 > 1 # @ & $ %"]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(out / "spiece"), vocab_size=500,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   character_coverage=1.0, normalization_rule_name="nmt_nfkc", minloglevel=2)
-    return Tokenizer.load(out)
+    """T5's pipeline on a vocab without `{ } < ~ \\ ^ |` (helpers_tokenizer), 100 sentinels."""
+    return Tokenizer.load(make_t5_like_spiece(tmp_path_factory.mktemp("t5_like"), _texts(data_dir)))
 
 
 @pytest.fixture(scope="module")
