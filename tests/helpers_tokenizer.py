@@ -14,7 +14,7 @@ def make_t5_like_spiece(out_dir: Path, texts: Iterable[str], vocab_size: int = 5
     """Unigram, nmt_nfkc, none of T5_MISSING in the vocab: a directory holding a bare spiece.model, which
     transformers loads as T5Tokenizer with T5's whitespace-dropping pipeline and 100 sentinels."""
     banned = str.maketrans("", "", T5_MISSING)
-    texts = [t.translate(banned) for t in texts] + ["def f(x): return x * 2 == 3 != 4 >= 5 > 1 # @ & $ %"]
+    texts = [t.translate(banned) for t in texts] + ["[pot] def f(x): return x * 2 == 3 != 4 >= 5 > 1 # @ & $ %"]
     out_dir.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(out_dir / "spiece"),
                                    vocab_size=vocab_size, model_type="unigram", pad_id=0, eos_id=1, unk_id=2,
