@@ -95,12 +95,7 @@ class Tokenizer:
             raise TokenizerError(f"tokenizer directory {path} does not exist")
         if not any((path / f).is_file() for f in ("spiece.model", "tokenizer.json")):
             raise TokenizerError(f"{path} holds neither spiece.model nor tokenizer.json")
-        meta = {}
-        if (path / META_FILE).is_file():
-            try:
-                meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise TokenizerError(f"{path / META_FILE}: invalid JSON: {e}") from e
+        meta = read_meta(path)
         _hf_class()
         from transformers import AutoTokenizer, T5TokenizerFast
 
@@ -250,6 +245,17 @@ class Tokenizer:
                 break
             tok = tok.with_symbols(chars)
         return tok
+
+
+def read_meta(directory: str | os.PathLike) -> dict:
+    """A tokenizer directory's distill_jax_tokenizer.json ({} when it has none)."""
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise TokenizerError(f"{path}: invalid JSON: {e}") from e
 
 
 def _copy(hf):
