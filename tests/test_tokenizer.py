@@ -188,3 +188,12 @@ def test_load_errors_name_the_path(tmp_path) -> None:
 def test_train_rejects_bad_model_type(tmp_path) -> None:
     with pytest.raises(TokenizerError, match="model_type"):
         train_tokenizer(["a b c"], tmp_path, vocab_size=50, model_type="wordpiece")
+
+
+def test_trained_unigram_with_extra_symbols(data_dir, tmp_path) -> None:
+    tok = train_tokenizer(_texts(data_dir, 300) + [POT, EOT], tmp_path, vocab_size=300, model_type="unigram",
+                          split_digits=False, symbols=("**",))
+    assert tok.meta["symbols"] == [*WHITESPACE_SYMBOLS, "**"] and tok.meta["model_type"] == "unigram"
+    for text in (POT, EOT, COT, "x = 2 ** 10"):
+        assert tok.decode(tok.encode(text)) == text
+    assert "**" in tok.hf.convert_ids_to_tokens(tok.encode("x = 2 ** 10", add_eos=False))

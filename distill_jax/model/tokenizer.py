@@ -321,7 +321,8 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size
                     character_coverage: float = 1.0, symbols: Sequence[str] = ()) -> Tokenizer:
     """Train a SentencePiece vocab on `texts` and write a native HF tokenizer directory to `out_dir`.
 
-    The whitespace symbols (and `symbols`, e.g. names or operators worth one token each) are user-defined pieces;
+    The whitespace symbols (and `symbols`, e.g. names or operators worth one token each; like SentencePiece's
+    user-defined pieces they are split out wherever they occur, inside words too) are user-defined pieces;
     every printable ASCII character is a piece, so code the corpus never showed still spells; text is kept as it is
     (identity normalisation, no whitespace removal). Whitespace-only pieces stay off: the pipeline splits at every
     space, so SentencePiece pieces like "▁▁▁" would never be used.
