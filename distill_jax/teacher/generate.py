@@ -8,6 +8,7 @@ of every style and written atomically, so a rerun or a resume after kill -9 send
 and never duplicates a record.
 
     RUN/rationales/r{round}/STYLE.jsonl   verified records (DESIGN.md format)
+    RUN/rationales/r{round}/README.md     its dataset card (data/rationale_dataset.py)
     RUN/rejects/r{round}/STYLE.jsonl      records that failed parsing or verification, with `reason`
     RUN/teacher/summary.json              kept / rejected by reason per style, tokens, cost, cache hits
     RUN/teacher/cache.sqlite              the response cache
@@ -30,6 +31,7 @@ from rich.progress import Progress
 from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
+from distill_jax.data.rationale_dataset import write_card
 from distill_jax.data.records import DataError, rationale_record, write_jsonl
 from distill_jax.fileio import write_json_atomic
 from distill_jax.progress import progress_bar
@@ -303,6 +305,8 @@ def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: boo
         if client is not None:
             client.cache.close()
     write_json_atomic(run / "teacher" / "summary.json", summary.to_dict())
+    if summary.styles:
+        write_card(run / "rationales" / f"r{cfg.round}")  # README.md: the round as a Hugging Face dataset
     return summary
 
 
