@@ -65,7 +65,7 @@ def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str,
         return stored(directory)
     inputs = [student_input(p.question, style) for p in bench.problems]
     start = time.perf_counter()
-    outputs = decode_outputs(student, inputs, cfg.decoding, mesh)
+    outputs = decode_outputs(student, inputs, cfg.decoding, mesh, cfg.progress)
     seconds = time.perf_counter() - start
     flat = [o for outs in outputs for o in outs]
     answers = get_style(style).answers(flat)
