@@ -196,6 +196,15 @@ def test_a_rerun_with_a_changed_key_reruns_what_reads_it(world, tmp_path, capsys
     assert "teach.teacher.kind: \"symbolic\" -> \"openai\"" in err and "--restart-from teach" in err
     assert len(list((run / "configs").glob("*.yaml"))) == 2  # nothing was changed
 
+    # `show` says all of it without reading the directory by hand
+    assert cli.main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    train_marker = json.loads((run / "stages" / "train.json").read_text())
+    for text in ("002  ", "ran: train, eval, report", train_marker["fingerprint"], "configs/002.yaml",
+                 "train/student/ckpt: steps 3", "train/student: step 3 loss", "kp_pot", "superseded", "report.md"):
+        assert text in out, text
+    assert len([line for line in out.splitlines() if "configs/001.yaml" in line]) == 3  # seed, teach, records
+
 
 @pytest.mark.parametrize("args, message", [
     (["train.stpes=3"], r"command line train.stpes=3: unknown config key 'train.stpes' \(did you mean 'steps'"),

@@ -25,6 +25,7 @@ VERBS: dict[str, str] = {
     "fdd": "run FDD multi-round distillation",
     "demo": "the embedded offline default, end to end",
     "distill": "run a method pipeline (kpdd, etd, pad, dss, decompose)",
+    "show": "what a run directory holds: stages, configs, checkpoints, metrics, eval results",
 }
 
 
