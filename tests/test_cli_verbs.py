@@ -46,6 +46,7 @@ def test_train_checks_the_batch_against_the_devices_before_any_file(tmp_path, ca
     rationales = write_rationales(tmp_path / "r.jsonl", 8)
     cfg = train_config_dict(tmp_path / "run", rationales, tmp_path / "unused")
     cfg["model"].pop("tokenizer")  # a tokenizer would be trained into RUN/tokenizer first
+    cfg["model"]["tokenizer_vocab_size"] = 200
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert cli.main(["train", "--config", str(path), "batch_size=12"]) == 2

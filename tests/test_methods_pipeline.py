@@ -189,6 +189,7 @@ def test_a_rerun_with_a_changed_key_reruns_what_reads_it(world, tmp_path, capsys
         (2, ["seed_problems", "teach", "records", "train", "eval", "report"]), (3, ["train", "eval", "report"])]
     assert {n: (run / "stages" / f"{n}.json").stat().st_mtime_ns for n in kept} == kept  # the teacher's work stays
     assert (run / "superseded" / "002" / "train" / "student" / "ckpt" / "2").is_dir()  # the old student too
+    assert "](plots/loss.png)" in (run / "report.md").read_text()  # the student's loss curve (train/*/logs)
 
     # a change that would redo paid teacher calls is refused, naming the key and the way to accept it
     assert cli.main(["distill", "--config", str(path), "train.steps=3", "teach.teacher.kind=openai"]) == 2

@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps per student (FDD round 1 and its control get a third); the default "
                              "fits 15 min on 2 CPU cores, which is too few for the students to learn much")
+    parser.add_argument("--restart-from", metavar="STAGE", help="rerun this stage and every later one")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     command = (f"distill-jax demo{' --quick' if args.quick else ''}{f' --steps {args.steps}' if args.steps else ''}"
                f" --out {args.out}")
     console.rule(f"distill_jax demo ({'quick' if args.quick else 'full'}) -> {run_dir}")
-    results = run_demo(run_dir, size, args.seed, console.print, progress=not args.no_progress)
+    results = run_demo(run_dir, size, args.seed, console.print, restart_from=args.restart_from,
+                       progress=not args.no_progress)
     minutes = (time.perf_counter() - start) / 60
     report = write_demo_report(run_dir, results, size, command, minutes)
     console.print(findings(results))

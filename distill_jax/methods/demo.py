@@ -234,8 +234,7 @@ def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None], r
     from distill_jax.methods.stages import Stages
 
     stages = Stages(run, log, restart_from)
-    for decision in stages.plan(demo_stages(run, size, seed, log, stages, progress), DemoRun(size, seed)):
-        stages.run(decision.stage.name)
+    stages.run_all(demo_stages(run, size, seed, log, stages, progress), DemoRun(size, seed))
     rounds = stages.result("fdd")
     results: dict[str, Any] = {"students": {name: stages.result(f"eval_{name}") for name in STUDENTS},
                                "teach": stages.result("teach")}

@@ -207,7 +207,8 @@ def method_stages(cfg: MethodConfig, run: Path, stages: Stages, progress: bool =
               keys={**teach_keys(cfg), "teach.styles": list(teach_cfg.styles)}, files=prompt_files(cfg.teach),
               outputs=teach_outputs(0), paid=teacher_calls),
         Stage("records", build_records,
-              keys=config_keys(cfg, *method_keys, "teach.verify_timeout_s", *(["teach"] if solver_calls else [])),
+              keys={**config_keys(cfg, *method_keys, "teach.verify_timeout_s"),
+                    **(teach_keys(cfg) if solver_calls else {})},
               outputs=["records", f"rejects/{cfg.method}"], paid=solver_calls),
         Stage("train", lambda: dataclasses.asdict(train(dataclasses.replace(train_config(cfg, run),
                                                                             progress=progress and cfg.train.progress))),
@@ -234,7 +235,5 @@ def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None, rest
         log(f"dry run, nothing sent: {json.dumps(estimate, indent=2)}")
         return {"method": cfg.method, "dry_run": estimate}
     stages = Stages(run, log, restart_from)
-    plan = stages.plan(method_stages(cfg, run, stages, progress), cfg)
-    for decision in plan:
-        stages.run(decision.stage.name)
+    stages.run_all(method_stages(cfg, run, stages, progress), cfg)
     return json.loads((run / "results.json").read_text(encoding="utf-8"))

@@ -171,6 +171,11 @@ class Stages:
         self.decisions[name] = dataclasses.replace(decision, action="skip")
         return result
 
+    def run_all(self, stages: Sequence[Stage], config: Any) -> None:
+        """Plan, then run every stage in order (one process; FDD's several run them through its _JobStages)."""
+        for decision in self.plan(stages, config):
+            self.run(decision.stage.name)
+
     def done(self, name: str) -> bool:
         """Planned to skip: finished earlier with the same inputs (or just now)."""
         return self.decisions[name].action == "skip"
