@@ -139,3 +139,15 @@ def test_markers_from_before_fingerprints_are_kept(tmp_path, source):
         path.write_text(json.dumps({"result": doc["result"], "seconds": 0.1}))  # the old marker format
     assert _go(run, Cfg(), source) == []
     assert json.loads((run / "stages" / "teach.json").read_text())["inputs"]["keys"] == {"teach.temperature": 0.0}
+
+
+def test_stages_a_new_config_no_longer_has_are_moved_aside(tmp_path, source):
+    """Fewer FDD rounds, say: the dropped rounds' outputs must not stay in the report as this config's."""
+    run = tmp_path / "run"
+    _go(run, Cfg(), source)
+    stages = Stages(run, lambda _: None)
+    stages.run_all(_pipeline(run, Cfg(), [], source)[:3], Cfg())  # the same config without its report stage
+    assert not (run / "report.md").exists() and not (run / "stages" / "report.json").exists()
+    assert (run / "superseded" / "002" / "report.md").is_file()
+    assert (run / "superseded" / "002" / "stages" / "report.json").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["stages"] == []

@@ -118,16 +118,19 @@ class Stages:
         if refused:
             raise RerunRefused(_refusal(self.run_dir, refused, first))
         self.decisions = {d.stage.name: d for d in decisions}
+        # stages of an earlier config that this one does not have (FDD with fewer rounds): their outputs would
+        # otherwise stay in the report as if this config had made them
+        orphans = sorted(p.stem for p in self.dir.glob("*.json") if p.stem not in self.decisions)
         if self.writer:
             for name in legacy:
                 self.log(f"stage {name}: its marker predates fingerprints; kept, with this run's inputs recorded")
                 write_json_atomic(self._path(name), {"status": "done", **self._marker(name),
                                                      "inputs": self.decisions[name].inputs})
-            if first is not None:
-                self._record(config, decisions)
+            if first is not None or orphans:
+                self._record(config, decisions, orphans)
         return decisions
 
-    def _record(self, config: Any, decisions: list[Decision]) -> None:
+    def _record(self, config: Any, decisions: list[Decision], orphans: list[str]) -> None:
         """RUN/configs/NNN.yaml (+ RUN/config.yaml) for this invocation; stale markers and outputs moved aside."""
         history = self.run_dir / "configs"
         number = 1 + max((int(p.stem) for p in history.glob("[0-9][0-9][0-9].yaml")), default=0)
@@ -135,20 +138,27 @@ class Stages:
         self.config_file = f"configs/{number:03d}.yaml"
         for path in (self.run_dir / self.config_file, self.run_dir / "config.yaml"):
             save_resolved(config, path, stages=ran, time=_now())
+        aside = self.run_dir / "superseded" / f"{number:03d}"
         for d in decisions:
-            if d.action != "rerun":
-                continue
-            moved = []
-            for rel in d.stage.outputs:
-                src = self.run_dir / rel
-                if src.exists():
-                    dst = self.run_dir / "superseded" / f"{number:03d}" / rel
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    src.rename(dst)
-                    moved.append(rel)
-            self._path(d.stage.name).unlink(missing_ok=True)
-            self.log(f"stage {d.stage.name}: reruns ({d.why})"
-                     + (f"; its old {', '.join(moved)} moved to superseded/{number:03d}/" if moved else ""))
+            if d.action == "rerun":
+                moved = self._move_aside(d.stage.name, d.stage.outputs, aside)
+                where = f"; its old {', '.join(moved)} moved to {aside.relative_to(self.run_dir)}/" if moved else ""
+                self.log(f"stage {d.stage.name}: reruns ({d.why}){where}")
+        for name in orphans:
+            moved = self._move_aside(name, self._marker(name).get("outputs", []), aside)
+            self.log(f"stage {name}: not a stage of this config; its marker{' and ' if moved else ''}"
+                     f"{', '.join(moved)} moved to {aside.relative_to(self.run_dir)}/")
+
+    def _move_aside(self, name: str, outputs: Sequence[str], aside: Path) -> list[str]:
+        """A stage's outputs moved under `aside` (same relative paths), its marker to `aside`/stages/."""
+        moved = []
+        for rel in [*outputs, f"stages/{name}.json"]:
+            src = self.run_dir / rel
+            if src.exists():
+                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+                src.rename(aside / rel)
+                moved.append(rel)
+        return [rel for rel in moved if not rel.startswith("stages/")]
 
     # ------------------------------------------------------------------------------------------- run
     def run(self, name: str) -> Any:
@@ -159,6 +169,7 @@ class Stages:
             return self.result(name)
         self.log(f"[bold]stage {name}[/bold]" + (" (resumed)" if decision.action == "resume" else ""))
         base = {"inputs": decision.inputs, "fingerprint": _fingerprint(decision.inputs),
+                "outputs": list(decision.stage.outputs),
                 "config": self.config_file, "started": _now()}
         if self.writer:
             write_json_atomic(self._path(name), {"status": "started", **base})
