@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from distill_jax.config import RUNTIME, ConfigError, at_least
+from distill_jax.reasoning.sandbox import SandboxConfig
 from distill_jax.reasoning.styles import STYLES
 
 
@@ -55,6 +56,7 @@ class EvalConfig:
     data_dir: str | None = None
     report: bool = True
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     progress: bool = field(default=True, metadata=RUNTIME)  # a decoding progress bar
 
     def __post_init__(self) -> None:

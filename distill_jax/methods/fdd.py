@@ -44,6 +44,7 @@ from distill_jax.fileio import write_json_atomic
 from distill_jax.methods import preflight
 from distill_jax.methods.stages import (Stage, Stages, config_keys, copy_seed_problems, eval_files, prompt_files,
                                         seed_inputs, teach_keys, teach_outputs)
+from distill_jax.reasoning.sandbox import SandboxConfig, configure_sandbox
 from distill_jax.model.hf import save_hf
 from distill_jax.teacher.fdd_problems import new_problems
 from distill_jax.teacher.generate import TeachConfig, teach
@@ -73,6 +74,7 @@ class FddConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="-", steps=1))
     eval: FddEvalConfig = field(default_factory=FddEvalConfig)
     round_steps: tuple[int, ...] = ()  # training steps per round (default: train.steps every round)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
@@ -254,6 +256,7 @@ def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None, restart_fr
     """Run (or resume) every stage; returns the per-round accuracy records written to RUN/fdd/rounds.json.
     A stage whose inputs changed since it ran reruns (with every later one); one that paid for teacher calls
     only with `restart_from` (methods/stages.py)."""
+    configure_sandbox(cfg.sandbox)
     # before any JAX work, so every stage (also of a resumed run) knows which process it is on
     maybe_initialize_distributed(cfg.train.distributed)
     check_fdd(cfg)

@@ -52,6 +52,7 @@ from distill_jax.methods.solvers import make_solver
 from distill_jax.methods import preflight
 from distill_jax.methods.stages import (Stage, Stages, config_keys, copy_seed_problems, eval_files, prompt_files,
                                         seed_inputs, teach_keys, teach_outputs)
+from distill_jax.reasoning.sandbox import configure_sandbox
 from distill_jax.teacher.generate import teach
 from distill_jax.train.config import TrainConfig
 from distill_jax.train.loop import train
@@ -226,6 +227,7 @@ def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None, rest
                progress: bool = True) -> dict:
     """Run (or resume) every stage; returns what RUN/results.json holds. A stage whose inputs changed since it
     ran reruns (with every later one); one that paid for teacher calls only with `restart_from` (stages.py)."""
+    configure_sandbox(cfg.sandbox)
     check_method(cfg)
     log = log or Console().print
     run = Path(cfg.run_dir)

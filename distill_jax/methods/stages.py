@@ -282,10 +282,11 @@ TEACHER_RUNTIME = tuple(f"teach.teacher.{k}" for k in (
 
 def teach_keys(cfg: Any) -> dict[str, Any]:
     """What a teach stage reads of a pipeline's `teach` section; the problems are the seed stage's, the styles
-    the pipeline's, `teach.fdd` the FDD question stage's."""
+    the pipeline's, `teach.fdd` the FDD question stage's (`teach.sandbox` says where programs may run, not
+    what they give)."""
     return config_keys(cfg, "teach", exclude=("teach.problems", "teach.data_dir", "teach.limit", "teach.run_dir",
                                               "teach.round", "teach.chunk", "teach.styles", "teach.fdd",
-                                              *TEACHER_RUNTIME))
+                                              "teach.sandbox", *TEACHER_RUNTIME))
 
 
 def teach_outputs(round_: int) -> list[str]:

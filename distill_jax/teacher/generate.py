@@ -33,6 +33,7 @@ from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import DataError, rationale_record, write_jsonl
 from distill_jax.fileio import write_json_atomic
 from distill_jax.progress import progress_bar
+from distill_jax.reasoning.sandbox import SandboxConfig, configure_sandbox
 from distill_jax.reasoning.answers import answers_match
 from distill_jax.reasoning.styles import get_style
 from distill_jax.teacher.cache import ResponseCache
@@ -80,6 +81,7 @@ class TeachConfig:
     prompt_dir: str | None = None  # default: the packaged teacher/prompt_files
     chunk: int = 256  # jobs per parse/verify batch (with teacher.batch_api: the whole style)
     verify_timeout_s: float = 2.0  # per PoT program / EoT system
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     fdd: FddConfig = field(default_factory=FddConfig)
 
@@ -278,6 +280,7 @@ def load_teach_problems(cfg: TeachConfig) -> list[Problem]:
 
 def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: bool = False) -> TeachSummary:
     """Run the teacher over problems x styles x samples and write the run directory (see the module doc)."""
+    configure_sandbox(cfg.sandbox)
     problems = load_teach_problems(cfg) if problems is None else problems[: cfg.limit]
     run = Path(cfg.run_dir)
     kind = cfg.teacher.kind
