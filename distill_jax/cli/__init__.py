@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from distill_jax.config import ConfigError
+from distill_jax.config_fields import describe
 
 # verb -> one-line help; the module distill_jax.cli.<verb> owns its arguments and its behaviour.
 VERBS: dict[str, str] = {
@@ -24,6 +25,7 @@ VERBS: dict[str, str] = {
     "fdd": "run FDD multi-round distillation",
     "demo": "the embedded offline default, end to end",
     "distill": "run a method pipeline (kpdd, etd, pad, dss, decompose)",
+    "show": "what a run directory holds: stages, configs, checkpoints, metrics, eval results",
 }
 
 
@@ -44,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill-jax: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"distill_jax.cli.{verb}")
-    parser = argparse.ArgumentParser(prog=f"distill-jax {verb}", description=VERBS[verb])
+    config_cls = getattr(module, "CONFIG", None)  # a verb with a config lists its dotted keys under --help
+    parser = argparse.ArgumentParser(prog=f"distill-jax {verb}", description=VERBS[verb],
+                                     epilog=describe(config_cls) if config_cls else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     try:

@@ -11,6 +11,8 @@ from rich.table import Table
 from distill_jax import config as config_lib
 from distill_jax.teacher.generate import TeachConfig, TeachSummary, failure_kind, teach
 
+CONFIG = TeachConfig  # `--help` lists its keys
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML preset (configs/teach_*.yaml)")

@@ -71,7 +71,7 @@ def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str,
     except SpellingError as e:
         raise ConfigError(str(e)) from e
     start = time.perf_counter()
-    outputs = decode_outputs(student, inputs, cfg.decoding, mesh)
+    outputs = decode_outputs(student, inputs, cfg.decoding, mesh, cfg.progress)
     seconds = time.perf_counter() - start
     flat = [o for outs in outputs for o in outs]
     answers = get_style(style).answers(flat)

@@ -77,7 +77,7 @@ class TeachConfig:
     # Per style; a style not listed gets 0 (greedy) with one sample and 0.7 with several.
     temperature: dict[str, float] = field(default_factory=dict)
     max_tokens: int = 512
-    limit: int | None = None  # first N problems
+    limit: int | None = field(default=None, metadata=config_lib.at_least(1))  # first N problems
     seed: int = 0
     data_dir: str | None = None
     prompt_dir: str | None = None  # default: the packaged teacher/prompt_files

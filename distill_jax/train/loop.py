@@ -32,7 +32,7 @@ from distill_jax.progress import progress_bar
 from distill_jax.train import batches as B
 from distill_jax.train import sharding as S
 from distill_jax.train.checkpoint import Checkpointer, model_meta
-from distill_jax.train.config import TrainConfig
+from distill_jax.train.config import TrainConfig, check_devices
 from distill_jax.train.optim import make_optimizer
 from distill_jax.train.state import create_state, init_state, state_layout
 from distill_jax.train.step import jit_eval_step, jit_train_step
@@ -186,6 +186,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
     _check_paths(cfg)
+    check_devices(cfg, jax.device_count())  # before the run dir and the tokenizer exist
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0

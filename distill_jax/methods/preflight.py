@@ -1,0 +1,56 @@
+"""The checks a pipeline runs while its config is resolved, before any work or any file in RUN.
+
+Each error names the dotted key at fault (`teach.problems`, `eval.limit`, `train.batch_size`) so that
+config.load can add where its value came from (the file's line, the command line, the default): the CLIs pass
+these as `config.load(..., check=...)`, and the pipelines run them again first thing for library callers.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import jax
+
+from distill_jax.config import ConfigError
+from distill_jax.data.problems import Problem
+from distill_jax.evaluate.config import EvalConfig
+from distill_jax.evaluate.results import load_benchmarks
+from distill_jax.teacher.generate import TeachConfig, load_teach_problems
+from distill_jax.train.config import TrainConfig, check_devices
+from distill_jax.train.loop import maybe_initialize_distributed
+
+
+@contextmanager
+def section(prefix: str, default_key: str) -> Iterator[None]:
+    """Errors of a section's own checks (which name keys relative to it) re-raised with the section's prefix."""
+    try:
+        yield
+    except ConfigError as e:
+        key = e.key or default_key
+        message = str(e)
+        raise ConfigError(f"{prefix}.{message}" if message.startswith(key) else message, key=f"{prefix}.{key}") from e
+
+
+def teach_problems(teach: TeachConfig, prefix: str = "teach") -> list[Problem]:
+    """The problems the teacher will see (after `limit`): they exist, parse, and there is at least one."""
+    with section(prefix, "problems"):
+        problems = load_teach_problems(teach)
+        if not problems:
+            raise ConfigError(f"problems: {teach.problems} holds no problems: nothing to teach", key="problems")
+    return problems
+
+
+def eval_sets(cfg: EvalConfig, prefix: str = "eval") -> None:
+    """Every test set resolves, parses and holds at least one problem (after `limit`)."""
+    with section(prefix, "benchmarks"):
+        load_benchmarks(cfg)
+
+
+def train_devices(cfg: TrainConfig, prefix: str = "train") -> None:
+    """The batch splits over this machine's (or cluster's) devices: checked before a tokenizer is trained."""
+    maybe_initialize_distributed(cfg.distributed)  # before the first JAX call, so the count is global
+    with section(prefix, "batch_size"):
+        check_devices(cfg, jax.device_count())
+
+
+__all__ = ["section", "teach_problems", "eval_sets", "train_devices"]
