@@ -21,7 +21,10 @@ import pytest
 
 from distill_jax.teacher.batch_api import state_path
 from distill_jax.teacher.cache import ResponseCache, TickCommitter
-from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, ClientConfig, TeacherClient
+from distill_jax.teacher.client import TeacherClient
+from distill_jax.teacher.client_config import ClientConfig
+from distill_jax.teacher.pricing import BATCH_DISCOUNT
+from distill_jax.teacher.request import ChatRequest
 from distill_jax.testing.fake_server import FakeServer
 
 MODEL = "fake-model"
@@ -157,7 +160,7 @@ def test_batch_round_trip_with_failed_lines(tmp_path, monkeypatch):
         assert results[0].text.startswith("Answer to: problem 0")
         assert server.batches_created == 1 and server.files_uploaded == 1 and len(client.cache) == 7
         assert not state_path(client.cache.path).exists()
-        submitted = (tmp_path / "cache.sqlite.batch.input.jsonl").read_text().splitlines()
+        submitted = (tmp_path / "cache.sqlite.batch.part0.jsonl").read_text().splitlines()
         assert [json.loads(line)["custom_id"] for line in submitted] == [r.key(MODEL) for r in reqs]
         full = client.cfg.cost(client.usage.prompt_tokens, client.usage.completion_tokens)
         assert client.usage.cost_usd == pytest.approx(BATCH_DISCOUNT * full)

@@ -15,7 +15,9 @@ import pytest
 
 from distill_jax.config import ConfigError
 from distill_jax.teacher.cache import ResponseCache
-from distill_jax.teacher.client import ChatRequest, ClientConfig, TeacherClient
+from distill_jax.teacher.client import TeacherClient
+from distill_jax.teacher.client_config import ClientConfig
+from distill_jax.teacher.request import ChatRequest
 from distill_jax.teacher.ratelimit import parse_retry_after
 from distill_jax.testing.fake_server import FakeServer, content_key, default_reply
 

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from distill_jax import config as config_lib
-from distill_jax.teacher.generate import TeachConfig, TeachSummary, failure_kind, teach
+from distill_jax.teacher.generate import TeachSummary, failure_kind, teach
+from distill_jax.teacher.teach_config import TeachConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
