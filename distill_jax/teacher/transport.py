@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from typing import Any
 
 import httpx2
@@ -47,11 +48,17 @@ class Transport:
                               f"(needed for {cfg.url})")
         limits = httpx2.Limits(max_connections=max(cfg.concurrency, 8) + 4,
                                max_keepalive_connections=max(cfg.concurrency, 8) + 4)
+        try:
+            http_client = openai.DefaultAsyncHttpx2Client(limits=limits)
+        except (OSError, ssl.SSLError) as e:  # SSL_CERT_FILE / SSL_CERT_DIR name something unreadable
+            raise ConfigError(f"the CA bundle from the environment cannot be loaded (SSL_CERT_FILE="
+                              f"{os.environ.get('SSL_CERT_FILE')!r}, SSL_CERT_DIR={os.environ.get('SSL_CERT_DIR')!r}):"
+                              f" {e}") from None
         common: dict[str, Any] = dict(
             api_key=self._key or LOCAL_PLACEHOLDER_KEY, max_retries=0,
             timeout=httpx2.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
             default_headers=dict(cfg.default_headers) or None, default_query=dict(cfg.default_query) or None,
-            http_client=openai.DefaultAsyncHttpx2Client(limits=limits))
+            http_client=http_client)
         if cfg.azure_endpoint:
             self.sdk: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
                 azure_endpoint=cfg.azure_endpoint, api_version=cfg.api_version,
