@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distill_jax.config import ConfigError
 from distill_jax.data import synthetic
 from distill_jax.data.problems import Problem
 from distill_jax.data.records import check_rationale_record, read_jsonl, write_jsonl
@@ -90,6 +91,24 @@ def test_gold_teacher_on_a_gsm8k_train_sample(tmp_path, data_dir):
         assert len(kept) + len(rejected) == 30
         assert len(kept) >= 27, (style, summary.styles[style])
         assert all(r["reason"].split(":")[0] in ("no annotation", "last annotation not gold") for r in rejected)
+
+
+def test_empty_problems_file_is_an_error_naming_it_before_any_work(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    cfg = TeachConfig(problems=str(empty), run_dir=str(tmp_path / "run"), teacher=TeacherConfig(kind="symbolic"))
+    with pytest.raises(ConfigError, match=f"problems: {re.escape(str(empty))} holds no problems"):
+        teach(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_symbolic_teacher_on_a_benchmark_says_it_needs_synthetic_rows(tmp_path, data_dir):
+    cfg = TeachConfig(problems="svamp", data_dir=str(data_dir), limit=5, run_dir=str(tmp_path / "run"),
+                      teacher=TeacherConfig(kind="symbolic"))
+    with pytest.raises(ConfigError, match="teacher.kind.*synthetic") as refused:
+        teach(cfg)
+    assert "svamp" in str(refused.value) and "gold" in str(refused.value)
+    assert not (tmp_path / "run").exists()
 
 
 # --- an LLM teacher behind the fake server ----------------------------------------------------------------
@@ -172,8 +191,10 @@ def test_llm_teach_parses_verifies_and_reruns_from_cache(tmp_path, server, secre
     assert any(r["raw"].startswith("I'm sorry") for r in rejected)
     cot_kept, _ = _files(run, 0, "cot")
     assert all(r["rationale"].endswith(f"The answer is {r['answer']}.") for r in cot_kept)
-    assert summary.usage["requests_sent"] == server.stats()["requests"] == 60
+    assert summary.usage["requests_sent"] == summary.usage["requests_reached"] == server.stats()["requests"] == 60
     assert summary.usage["cost_usd"] > 0
+    # one client session for the whole run: one preflight, one connection pool (concurrency 2)
+    assert [s.path for s in server.seen].count("/v1/models") == 1 and server.stats()["connections"] <= 2
     before = {p: p.read_bytes() for p in run.rglob("*.jsonl")}
 
     again = teach(cfg)

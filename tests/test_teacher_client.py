@@ -137,7 +137,7 @@ def test_chunked_responses(tmp_path):
         assert client.usage.retries == 0
 
 
-@pytest.mark.parametrize("server_kwargs", [{"supports_n": False}, {"max_choices": 2}])
+@pytest.mark.parametrize("server_kwargs", [{"supports_n": False}, {"max_choices": 2}, {"max_choices": 1}])
 def test_n_fallback_to_separate_requests(tmp_path, server_kwargs):
     with FakeServer(**server_kwargs) as server:
         client = make_client(server, tmp_path)
@@ -145,6 +145,22 @@ def test_n_fallback_to_separate_requests(tmp_path, server_kwargs):
         assert all(r.ok for r in results), [r.error for r in results]
         assert [served_for(server, results[i].request) for i in (0, 4)] == [4, 4]
         assert len(client.cache) == 8
+
+
+def test_results_stream_in_as_they_arrive(tmp_path):
+    """One slow request holds up nothing but itself: the others arrive (and can be verified) meanwhile."""
+    with FakeServer(hang_s=1.0) as server:
+        server.add_fault("timeout", match="q0")  # hangs 1 s, then drops: retried
+        client = make_client(server, tmp_path, timeout_s=3.0)
+        arrived = []
+        start = time.monotonic()
+        with client:
+            for batch in client.stream(prompts(10), batch=4):
+                arrived += [(r.request.meta["id"], time.monotonic() - start) for r in batch]
+        assert sorted(i for i, _ in arrived) == list(range(10))
+        assert arrived[-1][0] == 0 and arrived[-1][1] >= 1.0
+        assert max(t for i, t in arrived if i != 0) < 0.8
+        assert [s.path for s in server.seen].count("/v1/models") == 1  # one session: one preflight
 
 
 def test_requests_per_minute_limit(server, tmp_path):
