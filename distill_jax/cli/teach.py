@@ -43,8 +43,9 @@ def _print_summary(summary: TeachSummary) -> None:
     console.print(table)
     if summary.usage:
         u = summary.usage
-        console.print(f"requests sent {u['requests_sent']}, cache hits {u['cached_hits']}, tokens "
-                      f"{u['prompt_tokens']} + {u['completion_tokens']}, cost ${u['cost_usd']:.4f}")
+        console.print(f"requests sent {u['requests_sent']} ({u['requests_reached']} reached the server), cache hits "
+                      f"{u['cached_hits']}, tokens {u['prompt_tokens']} + {u['completion_tokens']}, "
+                      f"cost ${u['cost_usd']:.4f}")
 
 
 def run(args: argparse.Namespace) -> int:

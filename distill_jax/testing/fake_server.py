@@ -454,10 +454,19 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"queue a fault for the next chat request (repeatable); kinds: {', '.join(FAULT_KINDS)}")
     p.add_argument("--batch-line-ms", type=float, default=0.0, help="batch processing time per line")
     p.add_argument("--chunked", action="store_true", help="send bodies with Transfer-Encoding: chunked")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (::1 for IPv6)")
+    p.add_argument("--azure", action="store_true", help="Azure OpenAI's paths, api-version query and api-key header")
+    p.add_argument("--certfile", default=None, help="serve HTTPS with this PEM certificate chain (and --keyfile)")
+    p.add_argument("--keyfile", default=None)
     args = p.parse_args(argv)
+    context = None
+    if args.certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.certfile, args.keyfile)
     server = FakeServer(args.port, args.latency_ms / 1000, _load_reply(args.reply) if args.reply else None,
                         supports_n=not args.no_n, max_choices=args.max_choices, api_key=args.api_key,
-                        batch_line_s=args.batch_line_ms / 1000, chunked=args.chunked)
+                        batch_line_s=args.batch_line_ms / 1000, chunked=args.chunked, host=args.host,
+                        ssl=context, azure=args.azure)
     for spec in args.fault:
         kind, _, retry_after = spec.partition(":")
         server.add_fault(kind, retry_after or None)
