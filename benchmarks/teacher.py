@@ -10,13 +10,16 @@ Side by side, interleaved, each in a fresh process of its own (so its CPU time i
   every message and a pydantic model of every reply): what the typed path costs;
 - `SDK post`: `AsyncOpenAI.post(..., cast_to=httpx2.Response)`, the path the client uses, with no cache, keys,
   retries or accounting: the SDK floor;
-- `httpx2`: the same POSTs through a bare `httpx2.AsyncClient`: the transport floor.
+- `httpx2`: the same POSTs through a bare `httpx2.AsyncClient`: the transport floor;
+- with the SDK's `aiohttp` extra installed, `TeacherClient` and `SDK post` again on the aiohttp transport
+  (`teacher.http_backend=aiohttp`).
 
     .venv/bin/python benchmarks/teacher.py --requests 2000 --concurrency 64 --latency-ms 100 --baseline-rev ca3c882
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -31,9 +34,10 @@ from docs_section import DOC, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "fake-model"
-KINDS = ("client", "baseline", "sdk_typed", "sdk_post", "httpx2")
+KINDS = ("client", "baseline", "sdk_typed", "sdk_post", "httpx2", "client_aiohttp", "sdk_post_aiohttp")
 LABELS = {"client": "TeacherClient", "sdk_typed": "SDK typed (create + parse)", "sdk_post": "SDK post (floor)",
-          "httpx2": "httpx2 (transport floor)"}
+          "httpx2": "httpx2 (transport floor)", "client_aiohttp": "TeacherClient, aiohttp transport",
+          "sdk_post_aiohttp": "SDK post, aiohttp transport"}
 
 
 def _messages(i: int) -> list[dict]:
@@ -46,6 +50,8 @@ def child(kind: str, url: str, requests: int, concurrency: int) -> dict:
     loaded (the parent process never imports distill_jax)."""
     import asyncio
 
+    aiohttp = kind.endswith("_aiohttp")
+    kind = kind.removesuffix("_aiohttp")
     if kind in ("client", "baseline"):
         import distill_jax.teacher.client as client_mod
         from distill_jax.teacher.cache import ResponseCache
@@ -57,7 +63,8 @@ def child(kind: str, url: str, requests: int, concurrency: int) -> dict:
             ClientConfig, ChatRequest = client_mod.ClientConfig, client_mod.ChatRequest
         reqs = [ChatRequest.make(_messages(i), temperature=0.7, max_tokens=256) for i in range(requests)]
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = ClientConfig(base_url=url, model=MODEL, concurrency=concurrency, timeout_s=30.0)
+            cfg = ClientConfig(base_url=url, model=MODEL, concurrency=concurrency, timeout_s=30.0,
+                               **({"http_backend": "aiohttp"} if aiohttp else {}))
             client = client_mod.TeacherClient(cfg, ResponseCache(Path(tmp) / "cache.sqlite"))
             start, cpu = time.perf_counter(), time.process_time()
             results = client.run_sync(reqs)
@@ -83,8 +90,9 @@ def child(kind: str, url: str, requests: int, concurrency: int) -> dict:
                 response = await http.post(f"{url}/chat/completions", json=body)
                 json.loads(response.content)["choices"][0]["message"]["content"]
         else:
-            sdk = openai.AsyncOpenAI(base_url=url, api_key="local", max_retries=0, timeout=30,
-                                     http_client=openai.DefaultAsyncHttpx2Client(limits=limits))
+            http_client = (openai.DefaultAioHttpClient(limits=limits) if aiohttp
+                           else openai.DefaultAsyncHttpx2Client(limits=limits))
+            sdk = openai.AsyncOpenAI(base_url=url, api_key="local", max_retries=0, timeout=30, http_client=http_client)
 
             async def one(body: dict) -> None:
                 if kind == "sdk_typed":
@@ -111,7 +119,8 @@ def child(kind: str, url: str, requests: int, concurrency: int) -> dict:
 
 
 def _run_child(kind: str, url: str, args: argparse.Namespace, pythonpath: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": pythonpath}
+    # the tree under test first; the rest of the caller's path after it (an aiohttp installed elsewhere)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([pythonpath, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(name, None)  # loopback only
     done = subprocess.run([sys.executable, __file__, "--child", kind, "--url", url, "--requests",
@@ -144,7 +153,8 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.url, args.requests, args.concurrency)))
         return 0
-    kinds = [k for k in KINDS if k != "baseline" or args.baseline_rev]
+    with_aiohttp = importlib.util.find_spec("aiohttp") is not None
+    kinds = [k for k in KINDS if (k != "baseline" or args.baseline_rev) and (with_aiohttp or "aiohttp" not in k)]
     labels = {**LABELS, "baseline": f"TeacherClient @{args.baseline_rev}"}
     server = subprocess.Popen([sys.executable, "-m", "distill_jax.testing.fake_server", "--port", "0",
                                "--latency-ms", str(args.latency_ms)], stdout=subprocess.PIPE, text=True,
@@ -199,7 +209,10 @@ def main() -> int:
         f"{'met' if ideal / wall['client'] >= 0.9 else 'not met'}. TeacherClient over the SDK floor: "
         f"{wall['client'] / wall['sdk_post'] - 1:+.1%} wall, {cpu_ms['client'] - cpu_ms['sdk_post']:+.3f} ms CPU per "
         f"request; the SDK's typed path costs {cpu_ms['sdk_typed'] - cpu_ms['sdk_post']:+.3f} ms CPU per request "
-        f"over its post path, the SDK's post path {cpu_ms['sdk_post'] - cpu_ms['httpx2']:+.3f} ms over bare httpx2.",
+        f"over its post path, the SDK's post path {cpu_ms['sdk_post'] - cpu_ms['httpx2']:+.3f} ms over bare httpx2."
+        + (f" On the aiohttp transport: TeacherClient {ideal / wall['client_aiohttp']:.1%} efficiency, "
+           f"{cpu_ms['client_aiohttp']:.3f} ms CPU per request." if with_aiohttp else
+           " (The SDK's aiohttp extra is not installed: its rows are not run.)"),
     ])
     print(table)
     if not args.no_write:

@@ -70,11 +70,19 @@ def test_retry_after_http_date():
     assert parse_retry_after("2") == 2.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
 
 
+@pytest.fixture(params=["httpx2", "aiohttp"])
+def backend(request) -> str:
+    """Both of the SDK's HTTP clients (aiohttp: the SDK's `aiohttp` extra)."""
+    if request.param == "aiohttp":
+        pytest.importorskip("aiohttp", reason="the SDK's aiohttp extra is not installed")
+    return request.param
+
+
 @pytest.mark.parametrize("fault", ["500", "503", "drop", "malformed", "truncated", "empty", "timeout"])
-def test_transient_faults_are_retried(server, tmp_path, fault):
+def test_transient_faults_are_retried(server, tmp_path, fault, backend):
     server.hang_s = 1.5  # the hung request sleeps past the client's timeout, then drops the connection
     server.add_fault(fault)
-    client = make_client(server, tmp_path, timeout_s=0.5 if fault == "timeout" else 5.0)
+    client = make_client(server, tmp_path, timeout_s=0.5 if fault == "timeout" else 5.0, http_backend=backend)
     results = client.run_sync(prompts(3))
     assert all(r.ok for r in results), [r.error for r in results]
     assert client.usage.retries == 1 and client.usage.requests_sent == 4
@@ -84,12 +92,12 @@ def test_transient_faults_are_retried(server, tmp_path, fault):
     assert len(client.cache) == 3
 
 
-def test_permanent_failures_are_per_request_and_not_retried(server, tmp_path):
+def test_permanent_failures_are_per_request_and_not_retried(server, tmp_path, backend):
     server.add_fault("401", match="q1")
     server.add_fault("400", match="q2")
     server.add_fault("context_length", match="q3")
     server.add_fault("quota", match="q4")
-    client = make_client(server, tmp_path)
+    client = make_client(server, tmp_path, http_backend=backend)
     results = client.run_sync(prompts(6))
     kinds = [r.error_kind for r in results]
     assert kinds == [None, "auth", "bad_request", "context_length", "rate_limited", None]

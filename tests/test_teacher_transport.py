@@ -28,6 +28,14 @@ _PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_prox
                "no_proxy")
 
 
+@pytest.fixture(params=["httpx2", "aiohttp"])
+def backend(request) -> str:
+    """Both of the SDK's HTTP clients (aiohttp: the SDK's `aiohttp` extra)."""
+    if request.param == "aiohttp":
+        pytest.importorskip("aiohttp", reason="the SDK's aiohttp extra is not installed")
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _no_proxy_from_the_host(monkeypatch):
     """Loopback only: a proxy set on the machine running the tests must not catch these requests."""
@@ -42,6 +50,8 @@ def prompts(count: int, **params) -> list[ChatRequest]:
 def make_client(url: str, tmp_path: Path, **overrides) -> TeacherClient:
     cfg = dict(base_url=url, model=MODEL, concurrency=4, timeout_s=5.0, connect_timeout_s=2.0, backoff_base_s=0.02,
                backoff_max_s=0.2, max_retries=3)
+    if "backend" in overrides:
+        cfg["http_backend"] = overrides.pop("backend")
     cfg.update(overrides)
     return TeacherClient(ClientConfig(**cfg), ResponseCache(tmp_path / "cache.sqlite"))
 
@@ -103,14 +113,14 @@ class ConnectProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
-def test_https_trusted_only_through_ssl_cert_file(tls, tmp_path, monkeypatch):
+def test_https_trusted_only_through_ssl_cert_file(tls, tmp_path, monkeypatch, backend):
     server_ctx, pem = tls
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     with FakeServer(ssl=server_ctx, api_key=SECRET) as server:
         monkeypatch.setenv("FAKE_KEY", SECRET)
         assert server.url.startswith("https://127.0.0.1:")
         monkeypatch.setenv("SSL_CERT_FILE", str(pem))
-        client = make_client(server.url, tmp_path, api_key_env="FAKE_KEY")
+        client = make_client(server.url, tmp_path, backend=backend, api_key_env="FAKE_KEY")
         results = client.run_sync(prompts(3, temperature=0.0))
         assert all(r.ok for r in results) and client.usage.requests_reached == 3
         # Trusting another CA only: refused at the preflight, in seconds, saying why.
@@ -119,34 +129,34 @@ def test_https_trusted_only_through_ssl_cert_file(tls, tmp_path, monkeypatch):
         monkeypatch.setenv("SSL_CERT_FILE", str(other))
         start = time.monotonic()
         with pytest.raises(EndpointError, match="TLS certificate not trusted") as refused:
-            make_client(server.url, tmp_path, api_key_env="FAKE_KEY").open()
+            make_client(server.url, tmp_path, backend=backend, api_key_env="FAKE_KEY").open()
         assert time.monotonic() - start < 5 and server.url in str(refused.value)
         assert server.stats()["requests"] == 3
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="SSL_CERT_FILE"):
-        make_client("https://127.0.0.1:1/v1", tmp_path, api_key_env="FAKE_KEY").open()
+        make_client("https://127.0.0.1:1/v1", tmp_path, backend=backend, api_key_env="FAKE_KEY").open()
 
 
-def test_https_through_a_connect_proxy_and_no_proxy(tls, tmp_path, monkeypatch):
+def test_https_through_a_connect_proxy_and_no_proxy(tls, tmp_path, monkeypatch, backend):
     server_ctx, pem = tls
     monkeypatch.setenv("SSL_CERT_FILE", str(pem))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     with FakeServer(ssl=server_ctx) as server, ConnectProxy() as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-        results = make_client(server.url, tmp_path).run_sync(prompts(4, temperature=0.0))
+        results = make_client(server.url, tmp_path, backend=backend).run_sync(prompts(4, temperature=0.0))
         assert all(r.ok for r in results), [r.error for r in results]
         assert proxy.tunnels and set(proxy.tunnels) == {f"127.0.0.1:{server.port}"}
         tunnels = len(proxy.tunnels)
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        again = make_client(server.url, tmp_path / "b").run_sync(prompts(4, temperature=0.5))
+        again = make_client(server.url, tmp_path / "b", backend=backend).run_sync(prompts(4, temperature=0.5))
         assert all(r.ok for r in again) and len(proxy.tunnels) == tunnels  # straight to the server
         assert server.stats()["requests"] == 8
 
 
-def test_azure_endpoint_path_api_version_and_api_key(tmp_path, monkeypatch):
+def test_azure_endpoint_path_api_version_and_api_key(tmp_path, monkeypatch, backend):
     monkeypatch.setenv("AZURE_KEY", SECRET)
     with FakeServer(azure=True, api_key=SECRET, supports_n=True) as server:
-        client = make_client("https://unused.example/v1", tmp_path, azure_endpoint=server.url,
+        client = make_client("https://unused.example/v1", tmp_path, backend=backend, azure_endpoint=server.url,
                              api_version="2024-10-21", model="my-gpt4o-deployment", api_key_env="AZURE_KEY",
                              default_headers={"X-Title": "distill_jax"}, default_query={"trace": "1"})
         results = client.run_sync(prompts(2, temperature=0.7) + [
@@ -188,10 +198,10 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("url, cause", [(None, "connection refused"),
                                         ("http://no-such-teacher.invalid/v1", "host name not resolved")])
-def test_unreachable_endpoint_fails_at_once_with_url_and_cause(tmp_path, monkeypatch, url, cause):
+def test_unreachable_endpoint_fails_at_once_with_url_and_cause(tmp_path, monkeypatch, backend, url, cause):
     monkeypatch.setenv("FAKE_KEY", SECRET)
     url = url or f"http://127.0.0.1:{_closed_port()}/v1"
-    client = make_client(url, tmp_path, api_key_env="FAKE_KEY")
+    client = make_client(url, tmp_path, backend=backend, api_key_env="FAKE_KEY")
     start = time.monotonic()
     with pytest.raises(EndpointError) as failed:
         client.run_sync(prompts(10))
@@ -200,9 +210,9 @@ def test_unreachable_endpoint_fails_at_once_with_url_and_cause(tmp_path, monkeyp
     assert client.usage.requests_sent == 0
 
 
-def test_refused_mid_run_gets_a_short_bounded_retry_then_stops(tmp_path):
+def test_refused_mid_run_gets_a_short_bounded_retry_then_stops(tmp_path, backend):
     url = f"http://127.0.0.1:{_closed_port()}/v1"
-    client = make_client(url, tmp_path, preflight=False, concurrency=2, connect_retries=2, connect_backoff_s=0.05,
+    client = make_client(url, tmp_path, backend=backend, preflight=False, concurrency=2, connect_retries=2, connect_backoff_s=0.05,
                          max_retries=8, backoff_base_s=5.0)
     start = time.monotonic()
     results = client.run_sync(prompts(10))
@@ -225,11 +235,11 @@ def test_dry_run_can_check_reachability(tmp_path):
         assert [s.path for s in server.seen] == ["/v1/models"]  # reachability only; no chat request
 
 
-def test_429_with_x_ratelimit_headers_waits_for_the_reset(tmp_path):
+def test_429_with_x_ratelimit_headers_waits_for_the_reset(tmp_path, backend):
     with FakeServer() as server:
         server.add_fault("429", headers={"x-ratelimit-remaining-requests": "0",
                                          "x-ratelimit-reset-requests": "600ms", "x-ratelimit-reset-tokens": "1ms"})
-        client = make_client(server.url, tmp_path)
+        client = make_client(server.url, tmp_path, backend=backend)
         start = time.monotonic()
         [result] = client.run_sync(prompts(1))
         assert result.ok and time.monotonic() - start >= 0.6 and client.usage.retries == 1

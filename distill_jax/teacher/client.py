@@ -353,8 +353,9 @@ class TeacherClient:
                 except Exception as e:  # the SDK's and httpx2's exception types: classify_exception maps them
                     failure = classify_exception(e, cfg.timeout_s)
                 else:
-                    outcome = classify_reply(response.status_code, response.headers, response.content, n)
-                    wait = server_wait(response.headers, exhausted_only=True)
+                    headers = dict(response.headers.items())  # one pass: httpx2's Headers scans on every get
+                    outcome = classify_reply(response.status_code, headers, response.content, n)
+                    wait = server_wait(headers, exhausted_only=True)
                     if wait:  # the server says a limit is used up: everyone waits for its reset
                         self._pause_until = max(self._pause_until, time.monotonic() + wait)
                     if isinstance(outcome, Choices):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import urlsplit
 
 from distill_jax.teacher.pricing import DEFAULT_PRICES, cost_usd, price_of
@@ -23,6 +24,10 @@ class ClientConfig:
     azure_deployment: str = ""
     default_headers: dict[str, str] = field(default_factory=dict)  # sent with every request (gateways, OpenRouter)
     default_query: dict[str, str] = field(default_factory=dict)  # added to every URL's query string
+    # The SDK's HTTP client: httpx2 (its default), or aiohttp (the SDK's `aiohttp` extra: about half the client
+    # CPU per request at high concurrency, benchmarks/teacher.py); both read proxies and CA bundles from the
+    # environment the same way.
+    http_backend: Literal["httpx2", "aiohttp"] = "httpx2"
     concurrency: int = 16
     requests_per_minute: float = 0.0  # 0 = unlimited
     tokens_per_minute: float = 0.0

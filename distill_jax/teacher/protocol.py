@@ -7,7 +7,7 @@ through `scrub` before it is kept: some servers echo the key in their 401 text.
 """
 from __future__ import annotations
 
-import asyncio
+import errno
 import json
 import re
 import socket
@@ -15,6 +15,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Mapping
 
+import httpcore2
 import httpx2
 import openai
 
@@ -23,6 +24,7 @@ from distill_jax.teacher.ratelimit import server_wait
 ERROR_KINDS = ("auth", "bad_request", "context_length", "server_error", "timeout", "rate_limited", "budget",
                "malformed", "dry_run", "unreachable")
 _CONTEXT_RE = re.compile(r"context_length_exceeded|maximum context length|context window", re.I)
+_UNREACHABLE_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL)
 _KEYLIKE_RE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{3})[A-Za-z0-9_\-]{5,}")
 
 
@@ -84,20 +86,25 @@ def classify_reply(status: int, headers: Mapping[str, str], body: bytes, n: int)
 
 
 def classify_exception(exc: BaseException, timeout_s: float) -> Failure:
-    """An SDK or transport exception raised by one attempt."""
+    """An SDK or transport exception raised by one attempt, judged by what it was raised from (httpx2 and
+    the aiohttp transport wrap the same socket errors in different exception types)."""
     if isinstance(exc, openai.APIStatusError):
         response = exc.response
         return classify_reply(response.status_code, response.headers, response.content, 1)  # type: ignore[return-value]
     causes = _causes(exc)
-    if any(isinstance(c, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ProxyError)) for c in causes):
-        tls = next((c for c in causes if isinstance(c, ssl.SSLError)), None)
+    # The transport's own exception: the first cause below the SDK's and httpx2's wrappers (httpcore2's for
+    # httpx2, aiohttp's for the aiohttp transport, whose wrapper types do not always say what happened).
+    root = next((c for c in causes if not isinstance(c, (openai.APIError, httpx2.TransportError))), causes[-1])
+    if any(isinstance(c, (ConnectionRefusedError, socket.gaierror, httpx2.ProxyError, ssl.SSLError)) for c in causes) \
+            or any(isinstance(c, OSError) and c.errno in _UNREACHABLE_ERRNOS for c in causes):
         # A certificate the client does not trust stays untrusted: no retry (SSL_CERT_FILE names the CA bundle).
-        return Failure("unreachable", describe_connect_error(exc), tls is None, reached=False)
-    if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError, httpx2.TimeoutException)) or any(
-            isinstance(c, httpx2.TimeoutException) for c in causes):
-        return Failure("timeout", f"no response within {timeout_s:g} s", True)
+        untrusted = any(isinstance(c, ssl.SSLCertVerificationError) for c in causes)
+        return Failure("unreachable", describe_connect_error(exc), not untrusted, reached=False)
+    if isinstance(root, (TimeoutError, httpx2.TimeoutException, httpcore2.TimeoutException)):
+        connecting = any(isinstance(c, (httpx2.ConnectTimeout, httpcore2.ConnectTimeout)) for c in causes)
+        return Failure("timeout", f"no {'connection' if connecting else 'response'} within "
+                                  f"{timeout_s:g} s", True, reached=not connecting)
     if isinstance(exc, (openai.APIConnectionError, httpx2.TransportError)):
-        root = causes[-1]
         return Failure("server_error", f"connection dropped or reply cut short ({type(root).__name__}: {root})", True)
     raise exc
 

@@ -49,7 +49,12 @@ class Transport:
         limits = httpx2.Limits(max_connections=max(cfg.concurrency, 8) + 4,
                                max_keepalive_connections=max(cfg.concurrency, 8) + 4)
         try:
-            http_client = openai.DefaultAsyncHttpx2Client(limits=limits)
+            if cfg.http_backend == "aiohttp":
+                http_client = openai.DefaultAioHttpClient(limits=limits)
+            else:
+                http_client = openai.DefaultAsyncHttpx2Client(limits=limits)
+        except RuntimeError as e:  # the SDK's message when its aiohttp extra is not installed
+            raise ConfigError(f"teacher.http_backend=aiohttp: {e} (pip install 'openai[aiohttp]')") from None
         except (OSError, ssl.SSLError) as e:  # SSL_CERT_FILE / SSL_CERT_DIR name something unreadable
             raise ConfigError(f"the CA bundle from the environment cannot be loaded (SSL_CERT_FILE="
                               f"{os.environ.get('SSL_CERT_FILE')!r}, SSL_CERT_DIR={os.environ.get('SSL_CERT_DIR')!r}):"
