@@ -102,14 +102,14 @@ def child(kind: str, url: str, requests: int, concurrency: int) -> dict:
                     response = await sdk.post("/chat/completions", cast_to=httpx2.Response, body=body)
                     json.loads(response.content)["choices"][0]["message"]["content"]
 
-        gate = asyncio.Semaphore(concurrency)
+        todo = iter(bodies)
 
-        async def gated(body: dict) -> None:
-            async with gate:
+        async def worker() -> None:  # a fixed pool of `concurrency` workers, as the client runs them
+            for body in todo:
                 await one(body)
 
         start, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(gated(b) for b in bodies))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         await (http.aclose() if kind == "httpx2" else sdk.close())
         return wall, cpu

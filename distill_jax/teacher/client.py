@@ -157,12 +157,13 @@ class TeacherClient:
                             self.on_result(result)
                     yield items
         except KeyboardInterrupt:
-            future.cancel()
+            future.cancel()  # Ctrl-C: drop what is in flight (it is not cached, so a rerun asks again)
             raise
         finally:
             if not done:
                 self._loop.call_soon_threadsafe(halt.set)
-            future.result()  # waits for the requests in flight; re-raises what went wrong in the loop
+            if not future.cancelled():
+                future.result()  # waits for the requests in flight; re-raises what went wrong in the loop
 
     def estimate(self, requests: list[ChatRequest], est_completion: int | None = None) -> Estimate:
         """Dry run: what a run would send and cost (prompts ~ chars/4); nothing is sent."""
