@@ -165,7 +165,7 @@ def test_cli_reports_a_config_error(tmp_path, capsys):
     assert "pad.beem" in capsys.readouterr().err
 
 
-CONFIG_CLASSES = {"fdd": "distill_jax.methods.fdd:FddConfig", "teach": "distill_jax.teacher.generate:TeachConfig",
+CONFIG_CLASSES = {"fdd": "distill_jax.methods.fdd:FddConfig", "teach": "distill_jax.teacher.teach_config:TeachConfig",
                   "train": "distill_jax.train.config:TrainConfig", **{
                       m: "distill_jax.methods.method_config:MethodConfig" for m in ("kpdd", "etd", "pad", "dss", "decompose")}}
 
