@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from distill_jax.reasoning.sandbox import SandboxConfig
 from distill_jax.reasoning.styles import STYLES
 
 
@@ -54,6 +55,7 @@ class EvalConfig:
     data_dir: str | None = None
     report: bool = True
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
         if (self.run_dir is None) == (self.model is None):

@@ -24,6 +24,7 @@ from distill_jax.evaluate.results import (Benchmark, fingerprint, is_scored, loa
                                           result_dir, stored, write_result)
 from distill_jax.evaluate.student import Student, decode_mesh, decode_outputs, load_student
 from distill_jax.evaluate.voting import majority_vote
+from distill_jax.reasoning.sandbox import configure_sandbox
 from distill_jax.reasoning.answers import answers_match
 from distill_jax.reasoning.styles import get_style, student_input
 from distill_jax.train.checkpoint import Checkpointer, ckpt_dir
@@ -131,6 +132,7 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> list[dict]:
     """Run the whole evaluation; returns every metrics dict (skipped ones included, flagged).
 
     Raises EvalFailed at the end when a checkpoint could not be loaded (after scoring all the others)."""
+    configure_sandbox(cfg.sandbox)
     console = console or Console(soft_wrap=True)
     benchmarks = load_benchmarks(cfg)  # bad benchmark names fail before any checkpoint is loaded
     mesh = decode_mesh(cfg.decoding.batch_size)

@@ -42,6 +42,7 @@ from distill_jax.evaluate.report import by_test_and_style
 from distill_jax.evaluate.results import result_dir
 from distill_jax.fileio import write_json_atomic
 from distill_jax.methods.stages import Stages, copy_seed_problems
+from distill_jax.reasoning.sandbox import SandboxConfig, configure_sandbox
 from distill_jax.model.hf import save_hf
 from distill_jax.teacher.fdd_problems import new_problems
 from distill_jax.teacher.generate import teach
@@ -70,6 +71,7 @@ class FddConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="-", steps=1))
     eval: FddEvalConfig = field(default_factory=FddEvalConfig)
     round_steps: tuple[int, ...] = ()  # training steps per round (default: train.steps every round)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
@@ -193,6 +195,7 @@ class _JobStages:
 
 def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None) -> list[dict]:
     """Run (or resume) every stage; returns the per-round accuracy records written to RUN/fdd/rounds.json."""
+    configure_sandbox(cfg.sandbox)
     # before any JAX work, so every stage (also of a resumed run) knows which process it is on
     maybe_initialize_distributed(cfg.train.distributed)
     main = jax.process_index() == 0

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from distill_jax.evaluate.config import DecodingConfig
+from distill_jax.reasoning.sandbox import SandboxConfig
 from distill_jax.reasoning.styles import STYLES
 from distill_jax.teacher.teach_config import TeachConfig
 from distill_jax.train.config import TrainConfig
@@ -77,6 +78,7 @@ class MethodConfig:
     pad: PadSection = field(default_factory=PadSection)
     dss: DssSection = field(default_factory=DssSection)
     decompose: DecomposeSection = field(default_factory=DecomposeSection)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.eval.styles if s not in STYLES]

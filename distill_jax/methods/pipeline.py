@@ -51,6 +51,7 @@ from distill_jax.methods.pad import refine_records
 from distill_jax.methods.records_ops import load_records
 from distill_jax.methods.solvers import make_solver
 from distill_jax.methods.stages import Stages, copy_seed_problems
+from distill_jax.reasoning.sandbox import configure_sandbox
 from distill_jax.teacher.generate import teach
 from distill_jax.train.config import TrainConfig
 from distill_jax.train.loop import train
@@ -164,6 +165,7 @@ def _preamble(cfg: MethodConfig, records: dict, results: dict) -> str:
 
 def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) every stage; returns what RUN/results.json holds."""
+    configure_sandbox(cfg.sandbox)
     if not cfg.eval.problems and not cfg.eval.benchmarks:
         raise ConfigError("eval.problems or eval.benchmarks must name at least one test set")
     log = log or Console().print

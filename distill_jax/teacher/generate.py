@@ -30,6 +30,7 @@ from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import DataError, rationale_record, write_jsonl
 from distill_jax.fileio import write_json_atomic
 from distill_jax.progress import progress_bar
+from distill_jax.reasoning.sandbox import configure_sandbox
 from distill_jax.teacher.dry_run import dry_run_estimate
 from distill_jax.teacher.teach_config import TeachConfig
 from distill_jax.teacher.teachers import Draft, LLMTeacher, OfflineTeacher, teacher_session
@@ -90,6 +91,7 @@ def load_teach_problems(cfg: TeachConfig) -> list[Problem]:
 def teach(cfg: TeachConfig, problems: list[Problem] | None = None, progress: bool = False) -> TeachSummary:
     """Run the teacher over problems x styles x samples and write the run directory (see the module doc).
     `problems` given (a pipeline's own list, possibly empty) replaces loading `cfg.problems`."""
+    configure_sandbox(cfg.sandbox)
     problems = load_teach_problems(cfg) if problems is None else problems[: cfg.limit]
     run = Path(cfg.run_dir)
     with teacher_session(cfg) as teacher:

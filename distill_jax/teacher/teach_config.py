@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from distill_jax.reasoning.sandbox import SandboxConfig
 from distill_jax.teacher.client_config import ClientConfig
 from distill_jax.teacher.prompts import STYLE_TEMPLATES
 
@@ -46,6 +47,7 @@ class TeachConfig:
     prompt_dir: str | None = None  # default: the packaged teacher/prompt_files
     chunk: int = 256  # most results verified in one batch (PoT programs go to the sandbox pool together)
     verify_timeout_s: float = 2.0  # per PoT program / EoT system
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     fdd: FddConfig = field(default_factory=FddConfig)
 
