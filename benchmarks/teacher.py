@@ -153,7 +153,8 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.url, args.requests, args.concurrency)))
         return 0
-    with_aiohttp = importlib.util.find_spec("aiohttp") is not None
+    aiohttp_spec = importlib.util.find_spec("aiohttp")
+    with_aiohttp = aiohttp_spec is not None
     kinds = [k for k in KINDS if (k != "baseline" or args.baseline_rev) and (with_aiohttp or "aiohttp" not in k)]
     labels = {**LABELS, "baseline": f"TeacherClient @{args.baseline_rev}"}
     server = subprocess.Popen([sys.executable, "-m", "distill_jax.testing.fake_server", "--port", "0",
@@ -201,6 +202,8 @@ def main() -> int:
         f"{ideal:.3f} s. The fake OpenAI server runs in its own process (asyncio, keep-alive); each row runs in a",
         "fresh process of its own, interleaved with the others. CPU is the client process's (all threads).",
         "",
+        *([f"The aiohttp rows use aiohttp from {Path(aiohttp_spec.origin).parent.parent} (the SDK's `aiohttp` "
+           f"extra; not in the project's pins).", ""] if with_aiohttp else []),
         "| what | wall (median) | runs (s) | efficiency | client CPU per request | load average |",
         "|---|---|---|---|---|---|",
         *rows,

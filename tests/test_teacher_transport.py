@@ -268,3 +268,14 @@ def test_tpm_charges_a_large_request_in_full():
     after_first, elapsed = asyncio.run(main())
     assert after_first == pytest.approx(-300, abs=5)  # charged 800, not clamped to 500
     assert 1.5 <= elapsed <= 3.0
+
+
+def test_an_attempt_that_never_reached_the_server_gives_its_tokens_back(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    # 600 tokens a second, each attempt charged ~10 prompt + 500 max_tokens: without the credit, the three
+    # attempts of each of the 4 prompts would queue behind one another for ~10 s.
+    client = make_client(url, tmp_path, preflight=False, concurrency=4, tokens_per_minute=36_000,
+                         connect_retries=2, connect_backoff_s=0.05)
+    start = time.monotonic()
+    results = client.run_sync(prompts(4, max_tokens=500))
+    assert all(r.error_kind == "unreachable" for r in results) and time.monotonic() - start < 5

@@ -17,12 +17,12 @@ its own outcome). The key is only in the SDK client and is scrubbed from every m
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import queue
 import random
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from distill_jax.config import ConfigError
 from distill_jax.teacher.batch_api import run_batch
@@ -39,6 +39,41 @@ log = logging.getLogger("distill_jax.teacher")
 _LOOKUP_SLICE = 512  # cache keys per lookup: the first hits go out before a 100k-request lookup finishes
 _END = object()
 Group = list[tuple[str, ChatRequest]]  # the samples of one prompt: (key, request), sample order
+
+
+class _Handoff:
+    """Results from the loop thread to the caller's: one wake-up per loop tick, not one per result (each
+    wake-up of the caller's thread takes the GIL from the loop in the middle of its work)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._items: collections.deque = collections.deque()
+        self._ready = threading.Event()
+        self._waking = False
+
+    def put(self, item: Any) -> None:
+        """From the loop thread only."""
+        self._items.append(item)
+        if not self._waking:
+            self._waking = True
+            self._loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._waking = False
+        self._ready.set()
+
+    def take(self, most: int) -> list:
+        """At least one item, at most `most` (blocks until one is there)."""
+        items: list = []
+        while not items:  # a wake-up may come for items an earlier take already had
+            self._ready.wait()
+            while self._items and len(items) < most:
+                items.append(self._items.popleft())
+            if not self._items:
+                self._ready.clear()
+                if self._items:  # put between the check and the clear: its wake-up may already have run
+                    self._ready.set()
+        return items
 
 
 class TeacherClient:
@@ -139,15 +174,13 @@ class TeacherClient:
             return
         if self._loop is None:
             raise RuntimeError("TeacherClient.stream needs an open session: use `with client:` (or run_sync)")
-        out: queue.SimpleQueue = queue.SimpleQueue()
+        out = _Handoff(self._loop)
         halt = asyncio.Event()
         future = self._call_soon(self._serve(requests, out.put, halt))
         done = False
         try:
             while not done:
-                items = [out.get()]
-                while len(items) < batch and not out.empty():
-                    items.append(out.get())
+                items = out.take(batch)
                 if items[-1] is _END:
                     items.pop()
                     done = True
@@ -369,6 +402,9 @@ class TeacherClient:
                     failure = outcome
                 if failure.reached:
                     self.usage.requests_reached += 1
+                else:  # a refused connection used none of the server's request or token budget
+                    self._rpm.credit(1)
+                    self._tpm.credit(est_prompt + est_completion)
             finally:
                 if cfg.budget_usd > 0:
                     self._inflight_usd -= est_usd

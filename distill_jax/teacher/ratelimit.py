@@ -26,6 +26,7 @@ class TokenBucket:
         self.tokens = self.capacity
         self.last = time.monotonic()
         self._lock = asyncio.Lock()  # FIFO: waiters are served in arrival order
+        self._credited = asyncio.Event()  # wakes the waiter early when an attempt gives its share back
 
     async def acquire(self, amount: float = 1.0) -> None:
         if self.rate <= 0:
@@ -39,7 +40,17 @@ class TokenBucket:
                 if self.tokens >= need:
                     self.tokens -= amount
                     return
-                await asyncio.sleep((need - self.tokens) / self.rate)
+                self._credited.clear()
+                try:
+                    await asyncio.wait_for(self._credited.wait(), (need - self.tokens) / self.rate)
+                except asyncio.TimeoutError:
+                    pass
+
+    def credit(self, amount: float) -> None:
+        """Give back what an attempt acquired but never used (it did not reach the server)."""
+        if self.rate > 0:
+            self.tokens = min(self.capacity, self.tokens + amount)
+            self._credited.set()
 
     def debit(self, amount: float) -> None:
         """Charge usage beyond what was acquired (may go negative: later requests wait)."""
