@@ -230,6 +230,16 @@ def test_bad_sizes_fail_before_any_work_naming_key_and_source(world, tmp_path, c
     assert not run.exists()  # before any work: no half-made run directory
 
 
+def test_the_symbolic_teacher_on_a_benchmark_fails_before_any_work(world, tmp_path, capsys):
+    """SVAMP has no computation graphs for the symbolic teacher to write from: said up front, naming the key."""
+    run = tmp_path / "run"
+    path = _write_config(world, run, tmp_path / "kpdd.yaml")
+    assert cli.main(["distill", "--config", str(path), "teach.problems=svamp"]) == 2
+    err = capsys.readouterr().err
+    assert "teach.teacher.kind: the symbolic teacher writes rationales from the computation graph" in err, err
+    assert not run.exists()
+
+
 def test_a_file_key_error_names_the_file_and_line(world, tmp_path, capsys):
     path = _write_config(world, tmp_path / "run", tmp_path / "kpdd.yaml")
     lines = path.read_text().splitlines()
@@ -239,7 +249,7 @@ def test_a_file_key_error_names_the_file_and_line(world, tmp_path, capsys):
     assert f"{path}:{at}: unknown config key 'train.stpes'" in capsys.readouterr().err
 
 
-CONFIG_CLASSES = {"fdd": "distill_jax.methods.fdd:FddConfig", "teach": "distill_jax.teacher.generate:TeachConfig",
+CONFIG_CLASSES = {"fdd": "distill_jax.methods.fdd:FddConfig", "teach": "distill_jax.teacher.teach_config:TeachConfig",
                   "train": "distill_jax.train.config:TrainConfig", **{
                       m: "distill_jax.methods.method_config:MethodConfig" for m in ("kpdd", "etd", "pad", "dss", "decompose")}}
 

@@ -380,7 +380,7 @@ def test_every_config_that_runs_programs_takes_sandbox_allow_root():
     from distill_jax.evaluate.config import EvalConfig
     from distill_jax.methods.fdd import FddConfig
     from distill_jax.methods.method_config import MethodConfig
-    from distill_jax.teacher.generate import TeachConfig
+    from distill_jax.teacher.teach_config import TeachConfig
 
     required = {EvalConfig: ["model=m"], MethodConfig: ["run_dir=r", "method=pad"], FddConfig: ["run_dir=r"]}
     for cls in (TeachConfig, EvalConfig, MethodConfig, FddConfig):

@@ -72,7 +72,7 @@ def make_problems(out: Path, size: DemoSize, seed: int) -> dict[str, str]:
 
 
 def _teach_config(run: Path, files: dict[str, str], seed: int):
-    from distill_jax.teacher.generate import TeachConfig
+    from distill_jax.teacher.teach_config import TeachConfig
 
     return config_lib.from_dict(TeachConfig, {
         "problems": files["train"], "run_dir": str(run), "styles": list(TEACH_STYLES), "seed": seed,

@@ -47,7 +47,8 @@ from distill_jax.methods.stages import (Stage, Stages, config_keys, copy_seed_pr
 from distill_jax.reasoning.sandbox import SandboxConfig, configure_sandbox
 from distill_jax.model.hf import save_hf
 from distill_jax.teacher.fdd_problems import new_problems
-from distill_jax.teacher.generate import TeachConfig, teach
+from distill_jax.teacher.generate import teach
+from distill_jax.teacher.teach_config import TeachConfig
 from distill_jax.train.checkpoint import load_params
 from distill_jax.train.config import TrainConfig
 from distill_jax.train.loop import maybe_initialize_distributed, train

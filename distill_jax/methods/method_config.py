@@ -8,7 +8,7 @@ from distill_jax.config import ConfigError, at_least
 from distill_jax.evaluate.config import DecodingConfig
 from distill_jax.reasoning.sandbox import SandboxConfig
 from distill_jax.reasoning.styles import STYLES
-from distill_jax.teacher.generate import TeachConfig
+from distill_jax.teacher.teach_config import TeachConfig
 from distill_jax.train.config import TrainConfig
 
 METHODS = ("kpdd", "etd", "pad", "dss", "decompose")

@@ -15,7 +15,9 @@ from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem
 from distill_jax.evaluate.config import EvalConfig
 from distill_jax.evaluate.results import load_benchmarks
-from distill_jax.teacher.generate import TeachConfig, load_teach_problems
+from distill_jax.teacher.generate import load_teach_problems
+from distill_jax.teacher.teach_config import TeachConfig
+from distill_jax.teacher.teachers import check_teacher_problems
 from distill_jax.train.config import TrainConfig, check_devices
 from distill_jax.train.loop import maybe_initialize_distributed
 
@@ -32,11 +34,11 @@ def section(prefix: str, default_key: str) -> Iterator[None]:
 
 
 def teach_problems(teach: TeachConfig, prefix: str = "teach") -> list[Problem]:
-    """The problems the teacher will see (after `limit`): they exist, parse, and there is at least one."""
+    """The problems the teacher will see (after `limit`): they exist, parse, there is at least one, and the
+    teacher can write for them (the symbolic teacher needs synthetic rows)."""
     with section(prefix, "problems"):
         problems = load_teach_problems(teach)
-        if not problems:
-            raise ConfigError(f"problems: {teach.problems} holds no problems: nothing to teach", key="problems")
+        check_teacher_problems(teach.teacher.kind, problems, teach.problems)
     return problems
 
 
