@@ -21,7 +21,9 @@ INSTALL_REQUIRES = [
     "pyyaml==6.0.3",
     "rich==15.0.0",
     "matplotlib==3.11.2",
-    "openai==3.51.0",  # the teacher's transport (teacher/client.py); its httpx reads proxies and CA bundles
+    # The teacher's transport (teacher/transport.py). Its httpx client reads proxies and CA bundles from the
+    # environment; the aiohttp extra is the lighter transport (`teacher.http_backend: aiohttp`).
+    "openai[aiohttp]==3.51.0",
 ]
 
 # Accelerator installs: JAX's own extras, pinned to the same jax, so the plugin / libtpu matches the jaxlib.

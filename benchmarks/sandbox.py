@@ -1,14 +1,20 @@
 """PoT programs per second: the sandbox pool vs a fresh `python` subprocess per program, side by side.
 
 Both paths run the same generated GSM8K-like programs with the same number of parallel workers and must
-agree on every answer. The figures replace the `sandbox` section of docs/benchmarks.md.
+agree on every answer. With `--baseline DIR` (another checkout, e.g. main before a change) that checkout's pool
+runs the same programs too, alternating with this one's `--repeats` times, each pool in a fresh interpreter
+that times its own run (worker start-up included), with the load average before each run. The figures replace
+the `sandbox` section of docs/benchmarks.md.
 
     .venv/bin/python benchmarks/sandbox.py --programs 1000 --workers 2
+    .venv/bin/python benchmarks/sandbox.py --programs 1000 --workers 2 --baseline ../base --repeats 3
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import platform
 import random
 import shlex
@@ -124,11 +130,60 @@ def run_naive(codes: list[str], workers: int, timeout_s: float) -> list[str | No
         return list(executor.map(one, codes))
 
 
+# Times one pool run of the programs on stdin with the SandboxPool of the checkout first on PYTHONPATH.
+POOL_RUNNER = (
+    "import json, sys, time\n"
+    "from distill_jax.reasoning.sandbox import SandboxPool\n"
+    "codes, workers, timeout_s = json.load(sys.stdin)\n"
+    "start = time.perf_counter()\n"
+    "with SandboxPool(workers=workers) as pool:\n"
+    "    results = pool.run(codes, timeout_s=timeout_s)\n"
+    "seconds = time.perf_counter() - start\n"
+    "json.dump([seconds, [[r.answer, r.error] for r in results]], sys.stdout)\n"
+)
+
+
+def run_pool_in(checkout: Path, codes: list[str], workers: int, timeout_s: float) -> tuple[float, list]:
+    env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
+    done = subprocess.run([sys.executable, "-c", POOL_RUNNER], input=json.dumps([codes, workers, timeout_s]),
+                          text=True, capture_output=True, env=env, check=True, cwd=checkout)
+    seconds, results = json.loads(done.stdout)
+    return seconds, results
+
+
+def load() -> str:
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def checkout_label(path: Path) -> str:
+    found = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else path.name
+
+
+def compare_with_baseline(codes: list[str], args: argparse.Namespace) -> list[str]:
+    """Rows of the before/after table: this checkout's pool and the baseline's, alternating."""
+    here = Path(__file__).resolve().parent.parent
+    runs: dict[str, list[tuple[float, str]]] = {"this checkout": [], f"baseline {args.baseline_label}": []}
+    for _ in range(args.repeats):
+        for (name, seconds_loads), checkout in zip(runs.items(), (here, args.baseline)):
+            before = load()
+            seconds, results = run_pool_in(checkout, codes, args.workers, args.timeout_s)
+            assert all(err is None for _, err in results), (name, [r for r in results if r[1]][:3])
+            seconds_loads.append((seconds, before))
+    n = len(codes)
+    rows = ["| pool | programs | seconds (median) | programs/s (median) | runs (s, load average before) |",
+            "|---|---|---|---|---|"]
+    for name, seconds_loads in runs.items():
+        median = statistics.median(s for s, _ in seconds_loads)
+        each = "; ".join(f"{s:.2f} ({lo})" for s, lo in seconds_loads)
+        rows.append(f"| {name} | {n} | {median:.2f} | {n / median:.0f} | {each} |")
+    return rows
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown CPU")
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}; load average at start {load}"
+    return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}; load average at start {load()}"
 
 
 def main() -> int:
@@ -137,7 +192,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=10.0)
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--baseline", type=Path, help="another checkout whose pool is timed beside this one's")
+    parser.add_argument("--baseline-label", help="how the table names the baseline (default: its git commit)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per pool with --baseline")
     args = parser.parse_args()
+    if args.baseline is not None and args.baseline_label is None:
+        args.baseline_label = checkout_label(args.baseline)
 
     codes = make_programs(args.programs)
     machine_line = machine()  # before the runs, so the load average is that of the other jobs
@@ -171,6 +231,13 @@ def main() -> int:
         f"Machine: {machine_line} (shared with other jobs)  ",
         f"Date: {time.strftime('%Y-%m-%d', time.gmtime())}",
     ])
+    if args.baseline is not None:
+        before_after = compare_with_baseline(codes, args)
+        body += "\n\n" + "\n".join([
+            f"Before/after: each pool in a fresh interpreter, {args.repeats} alternating runs each on the same"
+            f" {n} programs and {args.workers} workers (start-up included); the baseline is"
+            f" `{args.baseline_label}`.", "", *before_after])
+        table += ["", *before_after]
     write_section("sandbox", "## PoT sandbox\n\n" + body.strip(), args.doc)
     print("\n".join(table))
     return 0

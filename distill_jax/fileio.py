@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file beside the target, fsynced, then renamed over it.
+"""Atomic file writes: a temp file beside the target, fsynced, then renamed over it; and file hashes.
 
 A reader (a resumed run, another host, the report) never sees a half-written marker, config or result, and a
 crash mid-write leaves the previous version in place. No dependencies: every layer uses it.
@@ -6,6 +6,7 @@ crash mid-write leaves the previous version in place. No dependencies: every lay
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,3 +36,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, doc: Any, indent: int | None = 2) -> None:
     write_text_atomic(path, json.dumps(doc, indent=indent, ensure_ascii=False, default=str) + "\n")
+
+
+def sha256_file(path: str | Path) -> str:
+    """The file's sha256; for a directory, of every file below it (relative names and contents, sorted)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        if path.is_dir():
+            h.update(p.relative_to(path).as_posix().encode() + b"\0")
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -5,6 +5,7 @@ that the numbers in the report are the ones the evaluations wrote, and that a re
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -72,12 +73,21 @@ def test_compare_reports_noise_not_findings():
     assert compare({"accuracy": 0.10, "n": 400}, {"accuracy": 0.40, "n": 400})[0] == "no"
 
 
-def test_a_rerun_of_another_size_is_refused(tmp_path):
-    from distill_jax.config import ConfigError
-    from distill_jax.methods.demo import FULL, QUICK, check_same_size
+def test_another_size_reruns_only_what_it_reaches(demo):
+    """A longer FDD round (size.fdd_steps) reaches the FDD stage and what reads it; inside FDD, round 0 and the
+    round-1 data stay. Planned without writing (writer=False), so the run is left as it was."""
+    from distill_jax.methods.demo import DemoRun, _fdd_config, demo_stages
+    from distill_jax.methods.fdd import fdd_stages
+    from distill_jax.methods.stages import Stages
 
-    check_same_size(tmp_path, QUICK, seed=0)
-    check_same_size(tmp_path, QUICK, seed=0)  # the same run resumes
-    for size, seed in ((FULL, 0), (QUICK, 1)):
-        with pytest.raises(ConfigError, match="another size or seed"):
-            check_same_size(tmp_path, size, seed)
+    run = demo[0]
+    size = dataclasses.replace(SIZE, fdd_steps=2)
+    stages = Stages(run, lambda _: None, writer=False)
+    plan = stages.plan(demo_stages(run, size, 0, lambda _: None, stages), DemoRun(size, 0))
+    assert [d.stage.name for d in plan if d.action != "skip"] == [
+        "fdd", "eval_pot", "train_fdd_control", "hard_r0", "eval_fdd_control"]
+    assert "size.fdd_steps: 1 -> 2" in plan[[d.stage.name for d in plan].index("fdd")].why
+    fdd_cfg = _fdd_config(run, size, stages.result("problems"), 0, stages.result("buckets"))
+    inner = Stages(run / "fdd", lambda _: None, writer=False)
+    todo = [d.stage.name for d in inner.plan(fdd_stages(fdd_cfg, run / "fdd", inner), fdd_cfg) if d.action != "skip"]
+    assert todo == ["r1_train", "r1_eval", "r1_split"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import sympy
 
 from distill_jax.data.records import read_jsonl
 from distill_jax.reasoning.answers import answers_match
-from distill_jax.reasoning.equations import solve_equations, solve_many
+from distill_jax.reasoning.equations import SolverPool, solve_equations, solve_many
 
 FIXTURES = Path(__file__).parent / "fixtures" / "teacher_outputs"
 
@@ -90,3 +91,18 @@ def test_solve_many_empty_and_progress():
     seen = []
     solve_many(["ans = 1", "ans = 2"], workers=2, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 2), (2, 2)]
+
+
+def test_interrupted_batch_leaves_no_stale_reply():
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    pool = SolverPool(workers=2)
+    try:
+        assert len(pool.solve(["ans = 0"] * 40, timeout_s=10.0)) == 40  # both workers started and idle
+        with pytest.raises(KeyboardInterrupt):
+            pool.solve(["ans = 1", "ans = 2", "ans = 3"], timeout_s=10.0, progress=stop)
+        time.sleep(0.5)  # an unkilled busy worker's late reply would be waiting in its pipe by now
+        assert [r.answer for r in pool.solve(["ans = 5", "ans = 6"], timeout_s=10.0)] == ["5", "6"]
+    finally:
+        pool.close()

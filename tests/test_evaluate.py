@@ -193,8 +193,52 @@ def test_report_has_table_and_plots(scored):
         cells = " | ".join(f"{100 * m['accuracy']:.1f} ({m['correct']}/{m['n']})" for m in (m2, m4))
         assert f"| {style} | greedy-max{MAX_NEW} | {cells} |" in report
     plots = sorted(p.name for p in (scored["run"] / "plots").glob("*.png"))
-    assert plots == ["accuracy_per_style_toy.png", "accuracy_vs_step_toy.png"]
+    assert plots == ["accuracy_per_style_toy.png", "accuracy_vs_step_toy.png", "loss.png"]  # loss: logs/metrics.jsonl
     assert all(f"](plots/{name})" in report for name in plots)
+
+
+def test_eval_over_no_problems_is_an_error_and_writes_nothing(tiny, tmp_path, capsys):
+    """Issue 12: `eval` on an empty set printed 0.0% (0/0), exited 0 and left a permanent 0/0 row in
+    report.md; a negative limit silently dropped problems. Both are config errors now, before any decoding."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run, ignore=shutil.ignore_patterns("eval", "report.md", "plots"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    capsys.readouterr()
+    assert _eval(run, "--problems", str(empty), "--styles", "pot") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{empty} holds no problems: nothing to evaluate" in err and "command line problems=" in err
+    assert not (run / "eval").exists() and not (run / "report.md").exists()
+    for limit in ("0", "-3"):
+        assert _eval(run, "--problems", str(tiny["bench"]), "--styles", "pot", f"limit={limit}") == 2
+        assert f"command line limit={limit}: limit must be >= 1, got {limit}" in capsys.readouterr().err
+    assert not (run / "eval").exists()
+
+
+def _tensorboard_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] from a TensorBoard event file (TFRecord framing: length, crc, event, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    data, pos, out = path.read_bytes(), 0, {}
+    while pos < len(data):
+        (n,) = struct.unpack("<Q", data[pos: pos + 8])
+        event = event_pb2.Event.FromString(data[pos + 12: pos + 12 + n])
+        pos += 12 + n + 4
+        for v in event.summary.value:
+            out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_training_logs_to_tensorboard_what_it_logs_to_jsonl(tiny):
+    """The `tensorboard` extra (tensorboardX): RUN/tb holds every step's loss, the same as logs/metrics.jsonl."""
+    events = sorted((tiny["run"] / "tb").glob("events.out.tfevents.*"))
+    assert events
+    scalars = _tensorboard_scalars(events[-1])
+    logged = [r for r in _rows(tiny["run"] / "logs" / "metrics.jsonl") if "loss" in r]
+    assert [s for s, _ in scalars["loss"]] == [r["step"] for r in logged] == [1, 2, 3, 4]
+    np.testing.assert_allclose([v for _, v in scalars["loss"]], [r["loss"] for r in logged], rtol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -36,3 +36,26 @@ def test_fdd_two_rounds_then_resume_does_nothing(fdd_reference):
     cfg = from_dict(FddConfig, fdd_reference["config"])
     assert run_fdd(cfg, log=lambda _: None) == rounds
     assert {p.name: p.stat().st_mtime_ns for p in (run / "stages").iterdir()} == stamps
+
+
+@pytest.mark.slow
+def test_fdd_rerun_plan_follows_the_changed_keys(fdd_reference):
+    """What a rerun with another config would redo, planned without writing (writer=False): only the stages a
+    change reaches, and a change to what the teacher answers is refused while the teacher is a paid one."""
+    from distill_jax.config import _deep_merge
+    from distill_jax.methods.fdd import fdd_stages
+    from distill_jax.methods.stages import RerunRefused, Stages
+
+    run = fdd_reference["run"]
+
+    def rerun(**changes) -> list[str]:
+        cfg = from_dict(FddConfig, _deep_merge(fdd_reference["config"], changes))
+        stages = Stages(run, lambda _: None, writer=False)
+        return [d.stage.name for d in stages.plan(fdd_stages(cfg, run, stages), cfg) if d.action != "skip"]
+
+    assert rerun() == []
+    assert rerun(train={"progress": True, "checkpoint_every": 7}) == []  # how training runs, not what it makes
+    assert rerun(round_steps=[3, 4]) == ["r1_train", "r1_eval", "r1_split"]
+    assert rerun(eval={"limit": 4})[:3] == ["r0_eval", "r0_split", "r1_new_problems"]
+    with pytest.raises(RerunRefused, match=r"(?s)stage r0_teach: teach\.teacher\.kind.*--restart-from r0_teach"):
+        rerun(teach={"teacher": {"kind": "openai"}})

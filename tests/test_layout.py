@@ -12,9 +12,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "distill_jax"
 # Lower rank = lower layer; a module may import its own layer or lower ones. The shared machinery (config,
 # fileio, progress) sits under everything; reasoning (answer checking) under data (problems normalise answers
 # with it); testing (a loopback teacher endpoint) beside the teacher; cli on top, imported by nothing.
-RANKS = {"config": 0, "fileio": 0, "progress": 0, "reasoning": 1, "data": 2, "teacher": 3, "testing": 3,
+RANKS = {"config": 0, "config_fields": 0, "fileio": 0, "progress": 0, "reasoning": 1, "data": 2, "teacher": 3, "testing": 3,
          "model": 4, "train": 5, "evaluate": 6, "methods": 7, "cli": 8}
-NO_JAX = ("reasoning", "data", "teacher", "testing", "config", "fileio", "progress")
+NO_JAX = ("reasoning", "data", "teacher", "testing", "config", "config_fields", "fileio", "progress")
 
 
 def _module_name(path: Path) -> str:

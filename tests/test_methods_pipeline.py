@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers_train import TINY_OVERRIDES
 
 from distill_jax import cli
@@ -165,7 +166,90 @@ def test_cli_reports_a_config_error(tmp_path, capsys):
     assert "pad.beem" in capsys.readouterr().err
 
 
-CONFIG_CLASSES = {"fdd": "distill_jax.methods.fdd:FddConfig", "teach": "distill_jax.teacher.generate:TeachConfig",
+def _write_config(world: dict, run: Path, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config_lib.to_dict(_config(world, run, "kpdd")), sort_keys=False))
+    return path
+
+
+def test_a_rerun_with_a_changed_key_reruns_what_reads_it(world, tmp_path, capsys):
+    """Issue 12's reproduction (`distill --config configs/kpdd_synthetic.yaml train.steps=10`, then the same
+    with `train.steps=12`): the second run used to skip every stage and report the first run's student while
+    RUN/config.yaml claimed the new steps. Now train, eval and report rerun, and the record says what made what."""
+    run = tmp_path / "run"
+    path = _write_config(world, run, tmp_path / "kpdd.yaml")
+    assert cli.main(["distill", "--config", str(path), "train.steps=2"]) == 0
+    kept = {n: (run / "stages" / f"{n}.json").stat().st_mtime_ns for n in ("seed_problems", "teach", "records")}
+    assert cli.main(["distill", "--config", str(path), "train.steps=3"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["train"]["step"] == 3 and all(m["step"] == 3 for m in results["eval"].values())
+    assert "train.steps: 2 -> 3" in capsys.readouterr().out
+    assert yaml.safe_load((run / "config.yaml").read_text())["config"]["train"]["steps"] == 3
+    history = [yaml.safe_load(p.read_text()) for p in sorted((run / "configs").glob("*.yaml"))]
+    assert [(h["config"]["train"]["steps"], h["stages"]) for h in history] == [
+        (2, ["seed_problems", "teach", "records", "train", "eval", "report"]), (3, ["train", "eval", "report"])]
+    assert {n: (run / "stages" / f"{n}.json").stat().st_mtime_ns for n in kept} == kept  # the teacher's work stays
+    assert (run / "superseded" / "002" / "train" / "student" / "ckpt" / "2").is_dir()  # the old student too
+    assert "](plots/loss.png)" in (run / "report.md").read_text()  # the student's loss curve (train/*/logs)
+
+    # a change that would redo paid teacher calls is refused, naming the key and the way to accept it
+    assert cli.main(["distill", "--config", str(path), "train.steps=3", "teach.teacher.kind=openai"]) == 2
+    err = capsys.readouterr().err
+    assert "teach.teacher.kind: \"symbolic\" -> \"openai\"" in err and "--restart-from teach" in err
+    assert len(list((run / "configs").glob("*.yaml"))) == 2  # nothing was changed
+
+    # `show` says all of it without reading the directory by hand
+    assert cli.main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    train_marker = json.loads((run / "stages" / "train.json").read_text())
+    for text in ("002  ", "ran: train, eval, report", train_marker["fingerprint"], "configs/002.yaml",
+                 "train/student/ckpt: steps 3", "train/student: step 3 loss", "kp_pot", "superseded", "report.md"):
+        assert text in out, text
+    assert len([line for line in out.splitlines() if "configs/001.yaml" in line]) == 3  # seed, teach, records
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.stpes=3"], r"command line train.stpes=3: unknown config key 'train.stpes' \(did you mean 'steps'"),
+    (["teach.limit=-3"], r"command line teach.limit=-3: teach.limit must be >= 1, got -3"),
+    (["eval.limit=0"], r"command line eval.limit=0: eval.limit must be >= 1, got 0"),
+    (["train.batch_size=12"], r"command line train.batch_size=12: train.batch_size 12 must be a multiple of "
+                              r"data-parallel size 8"),
+    (["teach.problems=EMPTY"], r"command line teach.problems=.*empty.jsonl holds no problems"),
+    (["eval.problems=[EMPTY]"], r"command line eval.problems=.*empty.jsonl holds no problems: nothing to evaluate"),
+])
+def test_bad_sizes_fail_before_any_work_naming_key_and_source(world, tmp_path, capsys, args, message):
+    import re
+
+    run = tmp_path / "run"
+    path = _write_config(world, run, tmp_path / "kpdd.yaml")
+    (tmp_path / "empty.jsonl").write_text("")
+    args = [a.replace("EMPTY", str(tmp_path / "empty.jsonl")) for a in args]
+    assert cli.main(["distill", "--config", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert str(path) not in err  # an override's error is not blamed on the file
+    assert not run.exists()  # before any work: no half-made run directory
+
+
+def test_the_symbolic_teacher_on_a_benchmark_fails_before_any_work(world, tmp_path, capsys):
+    """SVAMP has no computation graphs for the symbolic teacher to write from: said up front, naming the key."""
+    run = tmp_path / "run"
+    path = _write_config(world, run, tmp_path / "kpdd.yaml")
+    assert cli.main(["distill", "--config", str(path), "teach.problems=svamp"]) == 2
+    err = capsys.readouterr().err
+    assert "teach.teacher.kind: the symbolic teacher writes rationales from the computation graph" in err, err
+    assert not run.exists()
+
+
+def test_a_file_key_error_names_the_file_and_line(world, tmp_path, capsys):
+    path = _write_config(world, tmp_path / "run", tmp_path / "kpdd.yaml")
+    lines = path.read_text().splitlines()
+    at = lines.index("  steps: 2") + 1
+    path.write_text("\n".join(lines[: at - 1] + ["  stpes: 2"] + lines[at:]) + "\n")
+    assert cli.main(["distill", "--config", str(path)]) == 2
+    assert f"{path}:{at}: unknown config key 'train.stpes'" in capsys.readouterr().err
+
+
+CONFIG_CLASSES = {"fdd": "distill_jax.methods.fdd:FddConfig", "teach": "distill_jax.teacher.teach_config:TeachConfig",
                   "train": "distill_jax.train.config:TrainConfig", **{
                       m: "distill_jax.methods.method_config:MethodConfig" for m in ("kpdd", "etd", "pad", "dss", "decompose")}}
 

@@ -113,6 +113,22 @@ def test_program_from_chatter_fence_and_trailing_explanation():
     assert parse_completion(raw, "pot").text == "baked = 24\nsold = baked * 3 / 4\nans = baked - sold - 2"
 
 
+@pytest.mark.parametrize("raw, line", [
+    ("ans = 20\nans = 30 +", "line 2: 'ans = 30 +'"),  # cut off at max_tokens: not the shorter `ans = 20`
+    ("```python\nx = 3\nans = (x *\n```", "line 2: 'ans = (x *'"),
+    ("= 20\nans = 20\nans", "line 1: '= 20'"),
+])
+def test_a_program_that_does_not_parse_is_rejected_not_shortened(raw, line):
+    """Issue 12: a truncated teacher program used to lose its broken tail and become a target that verified."""
+    parsed = parse_completion(raw, "pot")
+    assert parsed.text is None and parsed.error.startswith("parse: syntax error") and line in parsed.error
+
+
+def test_a_print_inside_a_block_stays():
+    raw = "x = 3\nfor i in range(2):\n    print(i)\nans = x\nprint(ans)"
+    assert parse_completion(raw, "pot").text == "x = 3\nfor i in range(2):\n    print(i)\nans = x"
+
+
 def test_program_without_fence_drops_prose_after_the_code():
     raw = "Here you go:\r\nx = 3\r\n\r\nans = x * 4\r\nSo the answer is 12 apples, as required."
     assert parse_completion(raw, "pot").text == "x = 3\nans = x * 4"

@@ -6,9 +6,20 @@ from pathlib import Path
 
 import pytest
 
+from distill_jax.reasoning import _sandbox_worker, sandbox
 from distill_jax.reasoning._sandbox_worker import screen
 from distill_jax.reasoning.answers import normalize_number
-from distill_jax.reasoning.sandbox import SandboxPool, extract_code, run_program, run_programs
+from distill_jax.reasoning.sandbox import (
+    SandboxConfig,
+    SandboxError,
+    SandboxPool,
+    SandboxRootWarning,
+    configure_sandbox,
+    extract_code,
+    isolation_report,
+    run_program,
+    run_programs,
+)
 
 
 def _children(pid: int) -> set[int]:
@@ -280,3 +291,99 @@ def test_screen_accepts_ordinary_programs():
     tree, problem = screen(ordinary)
     assert problem is None and tree is not None
     assert run_program(ordinary).answer == normalize_number("18")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Root: the sandbox fails closed
+
+# The real worker, started as root in a container without CAP_SETUID: every change of ids fails. Faking the ids
+# too makes the test mean the same when the suite does not run as root.
+SETUID_FAILS = """
+import importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("_sandbox_worker", {worker!r})
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+
+def refuse(*_args):
+    raise PermissionError(1, "Operation not permitted")
+
+os.getuid = os.geteuid = os.getgid = os.getegid = lambda: 0
+os.setuid = os.setgid = os.setgroups = refuse
+sys.exit(worker.main(json.loads(sys.argv[1])))
+"""
+
+
+@pytest.fixture
+def setuid_fails(tmp_path, monkeypatch):
+    script = tmp_path / "setuid_fails_worker.py"
+    script.write_text(SETUID_FAILS.format(worker=_sandbox_worker.__file__))
+    monkeypatch.setattr(sandbox, "_WORKER_SCRIPT", str(script))
+    monkeypatch.setattr(sandbox, "_configured_allow_root", None)
+    monkeypatch.delenv(sandbox.ALLOW_ROOT_ENV, raising=False)
+    sandbox._shared.close()
+    yield
+    sandbox._shared.close()  # later tests get workers of the real script
+
+
+def test_root_that_cannot_drop_privileges_refuses(setuid_fails):
+    with SandboxPool(workers=1) as pool:
+        with pytest.raises(SandboxError, match="runs as root and cannot drop to nobody: Operation not permitted"
+                           ) as refused:
+            pool.run(["ans = 1"])
+        assert "sandbox.allow_root=true" in str(refused.value) and sandbox.ALLOW_ROOT_ENV in str(refused.value)
+        assert pool.worker_pids() == []
+    with pytest.raises(SandboxError, match="allow_root"):
+        run_programs(["ans = 1"])  # the shared pool too
+    report = isolation_report()
+    assert report["runs_programs"] is False and report["allow_root"] is False
+    assert "cannot drop to nobody" in report["error"]
+
+
+def test_root_opt_in_runs_with_a_warning(setuid_fails, monkeypatch):
+    with pytest.warns(SandboxRootWarning, match="RLIMIT_NPROC does not bind root") as caught:
+        with SandboxPool(workers=1, allow_root=True) as pool:
+            assert pool.run(["ans = 6 * 7", "ans = 1"])[0].answer == "42"
+    assert len(caught) == 1 and "cannot drop to nobody" in str(caught[0].message)
+    report = isolation_report(allow_root=True)
+    assert report["runs_programs"] is True and report["uid"] == 0 and report["user"].startswith("root")
+    assert report["lost"] == list(sandbox.ROOT_LOSSES) and "root can raise" in report["network"]
+
+    monkeypatch.setenv(sandbox.ALLOW_ROOT_ENV, "1")  # the CLI's switch
+    with pytest.warns(SandboxRootWarning):
+        assert run_programs(["ans = 2"])[0].answer == "2"
+    monkeypatch.setenv(sandbox.ALLOW_ROOT_ENV, "0")
+    with pytest.raises(SandboxError, match="allow_root"):
+        run_programs(["ans = 2"])
+    configure_sandbox(SandboxConfig(allow_root=True))  # a config's `sandbox.allow_root: true` wins
+    with pytest.warns(SandboxRootWarning):
+        assert run_programs(["ans = 3"])[0].answer == "3"
+    configure_sandbox(SandboxConfig(allow_root=None))  # a stage's default section leaves it as it is
+    assert sandbox.allow_root_setting() is True
+    monkeypatch.setattr(sandbox, "_configured_allow_root", None)
+    monkeypatch.setenv(sandbox.ALLOW_ROOT_ENV, "perhaps")
+    with pytest.raises(SandboxError, match=f"{sandbox.ALLOW_ROOT_ENV}='perhaps'"):
+        run_programs(["ans = 4"])
+    assert "perhaps" in isolation_report()["error"]
+
+
+def test_isolation_report_of_this_machine():
+    report = isolation_report(allow_root=False)
+    expected_uid = 65534 if os.geteuid() == 0 else os.getuid()
+    assert report["runs_programs"] is True and report["error"] is None and report["uid"] == expected_uid
+    assert report["rlimits"]["RLIMIT_AS"] == 256 * 2**20
+    assert all(report["rlimits"][name] == 0 for name in ("RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_NOFILE"))
+    assert report["network"].startswith("no new socket") and report["lost"] == []
+
+
+def test_every_config_that_runs_programs_takes_sandbox_allow_root():
+    from distill_jax import config as config_lib
+    from distill_jax.evaluate.config import EvalConfig
+    from distill_jax.methods.fdd import FddConfig
+    from distill_jax.methods.method_config import MethodConfig
+    from distill_jax.teacher.teach_config import TeachConfig
+
+    required = {EvalConfig: ["model=m"], MethodConfig: ["run_dir=r", "method=pad"], FddConfig: ["run_dir=r"]}
+    for cls in (TeachConfig, EvalConfig, MethodConfig, FddConfig):
+        cfg = config_lib.load(cls, None, [*required.get(cls, []), "sandbox.allow_root=true"])
+        assert cfg.sandbox == SandboxConfig(allow_root=True), cls
+        assert config_lib.load(cls, None, required.get(cls, [])).sandbox.allow_root is None, cls

@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distill_jax.config import ConfigError
 from distill_jax.data import synthetic
 from distill_jax.data.problems import Problem
 from distill_jax.data.records import check_rationale_record, read_jsonl, write_jsonl
 from distill_jax.testing.fake_server import FakeServer
 from distill_jax.teacher.fdd_problems import new_problems
-from distill_jax.teacher.generate import FddConfig, TeachConfig, TeacherConfig, teach
+from distill_jax.teacher.generate import teach
+from distill_jax.teacher.teach_config import FddConfig, TeachConfig, TeacherConfig
 
 SECRET = "sk-test-DISTILLJAXFAKEKEY0123456789"
 KEY_ENV = "DISTILL_JAX_TEST_KEY"
@@ -89,6 +91,24 @@ def test_gold_teacher_on_a_gsm8k_train_sample(tmp_path, data_dir):
         assert len(kept) + len(rejected) == 30
         assert len(kept) >= 27, (style, summary.styles[style])
         assert all(r["reason"].split(":")[0] in ("no annotation", "last annotation not gold") for r in rejected)
+
+
+def test_empty_problems_file_is_an_error_naming_it_before_any_work(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    cfg = TeachConfig(problems=str(empty), run_dir=str(tmp_path / "run"), teacher=TeacherConfig(kind="symbolic"))
+    with pytest.raises(ConfigError, match=f"problems: {re.escape(str(empty))} holds no problems"):
+        teach(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_symbolic_teacher_on_a_benchmark_says_it_needs_synthetic_rows(tmp_path, data_dir):
+    cfg = TeachConfig(problems="svamp", data_dir=str(data_dir), limit=5, run_dir=str(tmp_path / "run"),
+                      teacher=TeacherConfig(kind="symbolic"))
+    with pytest.raises(ConfigError, match="teacher.kind.*synthetic") as refused:
+        teach(cfg)
+    assert "svamp" in str(refused.value) and "gold" in str(refused.value)
+    assert not (tmp_path / "run").exists()
 
 
 # --- an LLM teacher behind the fake server ----------------------------------------------------------------
@@ -171,8 +191,10 @@ def test_llm_teach_parses_verifies_and_reruns_from_cache(tmp_path, server, secre
     assert any(r["raw"].startswith("I'm sorry") for r in rejected)
     cot_kept, _ = _files(run, 0, "cot")
     assert all(r["rationale"].endswith(f"The answer is {r['answer']}.") for r in cot_kept)
-    assert summary.usage["requests_sent"] == server.stats()["requests"] == 60
+    assert summary.usage["requests_sent"] == summary.usage["requests_reached"] == server.stats()["requests"] == 60
     assert summary.usage["cost_usd"] > 0
+    # one client session for the whole run: one preflight, one connection pool (concurrency 2)
+    assert [s.path for s in server.seen].count("/v1/models") == 1 and server.stats()["connections"] <= 2
     before = {p: p.read_bytes() for p in run.rglob("*.jsonl")}
 
     again = teach(cfg)
@@ -270,9 +292,21 @@ def test_budget_cap_stops_at_the_cap_and_keeps_what_was_paid(tmp_path, server, s
     assert len(kept) + len(rejected) == 30 and max(server.stats()["received"].values()) == 1
 
 
-def test_permanent_auth_failure_is_reported_without_traceback(tmp_path, server):
+def test_refused_key_fails_at_the_preflight_before_any_request(tmp_path, server):
     cfg_path = tmp_path / "teach.yaml"
     cfg_path.write_text(yaml.safe_dump(_llm_cfg(tmp_path, server.url)))
+    wrong = SECRET[:-4] + "XXXX"
+    done = subprocess.run(_cli(cfg_path), env=_env(wrong), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "auth" in done.stderr and "401" in done.stderr and KEY_ENV in done.stderr
+    assert "Traceback" not in done.stderr and wrong not in done.stderr + done.stdout
+    assert server.stats()["requests"] == 0 and [s.path for s in server.seen] == ["/v1/models"]
+    assert not (tmp_path / "run" / "teacher" / "summary.json").exists()
+
+
+def test_auth_failure_mid_run_stops_and_is_reported_without_traceback(tmp_path, server):
+    cfg_path = tmp_path / "teach.yaml"
+    cfg_path.write_text(yaml.safe_dump(_llm_cfg(tmp_path, server.url, preflight=False)))
     wrong = SECRET[:-4] + "XXXX"
     done = subprocess.run(_cli(cfg_path), env=_env(wrong), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
@@ -281,7 +315,7 @@ def test_permanent_auth_failure_is_reported_without_traceback(tmp_path, server):
     assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file() and wrong.encode() in p.read_bytes()]
     summary = json.loads((tmp_path / "run" / "teacher" / "summary.json").read_text())
     assert summary["stopped"].startswith("auth") and "pot" in summary["styles"] and "cot" not in summary["styles"]
-    assert server.stats()["requests"] <= 8  # the first chunk, not the whole run
+    assert server.stats()["requests"] <= 2  # what was in flight (concurrency 2), not the whole run
 
 
 def test_dry_run_prints_the_estimate_and_sends_nothing(tmp_path, server, secret_env, capsys):

@@ -21,7 +21,10 @@ import pytest
 
 from distill_jax.teacher.batch_api import state_path
 from distill_jax.teacher.cache import ResponseCache, TickCommitter
-from distill_jax.teacher.client import BATCH_DISCOUNT, ChatRequest, ClientConfig, TeacherClient
+from distill_jax.teacher.client import TeacherClient
+from distill_jax.teacher.client_config import ClientConfig
+from distill_jax.teacher.pricing import BATCH_DISCOUNT
+from distill_jax.teacher.request import ChatRequest
 from distill_jax.testing.fake_server import FakeServer
 
 MODEL = "fake-model"
@@ -33,9 +36,9 @@ def problems(count: int) -> list[ChatRequest]:
                              meta={"id": i}) for i in range(count)]
 
 
-def make_client(url: str, cache_path: Path, batch: bool = False) -> TeacherClient:
+def make_client(url: str, cache_path: Path, batch: bool = False, **overrides) -> TeacherClient:
     cfg = ClientConfig(base_url=url, model=MODEL, concurrency=4, timeout_s=5.0, backoff_base_s=0.02,
-                       batch_api=batch, batch_poll_s=0.05, prices={MODEL: [1.0, 2.0]})
+                       batch_api=batch, batch_poll_s=0.05, prices={MODEL: [1.0, 2.0]}, **overrides)
     return TeacherClient(cfg, ResponseCache(cache_path))
 
 
@@ -157,7 +160,7 @@ def test_batch_round_trip_with_failed_lines(tmp_path, monkeypatch):
         assert results[0].text.startswith("Answer to: problem 0")
         assert server.batches_created == 1 and server.files_uploaded == 1 and len(client.cache) == 7
         assert not state_path(client.cache.path).exists()
-        submitted = (tmp_path / "cache.sqlite.batch.input.jsonl").read_text().splitlines()
+        submitted = (tmp_path / "cache.sqlite.batch.part0.jsonl").read_text().splitlines()
         assert [json.loads(line)["custom_id"] for line in submitted] == [r.key(MODEL) for r in reqs]
         full = client.cfg.cost(client.usage.prompt_tokens, client.usage.completion_tokens)
         assert client.usage.cost_usd == pytest.approx(BATCH_DISCOUNT * full)
@@ -169,6 +172,22 @@ def test_batch_round_trip_with_failed_lines(tmp_path, monkeypatch):
         assert SECRET.encode() not in path.read_bytes(), path
 
 
+def test_batch_split_into_parts_within_the_caps(tmp_path):
+    from distill_jax.teacher.batch_api import split_lines
+
+    lines = [(f"k{i}", b"x" * 100) for i in range(7)]
+    assert [len(p) for p in split_lines(lines, 3, 10_000)] == [3, 3, 1]
+    assert [len(p) for p in split_lines(lines, 50_000, 250)] == [2, 2, 2, 1]
+    with FakeServer(batch_line_s=0.002) as server:
+        client = make_client(server.url, tmp_path / "cache.sqlite", batch=True, batch_max_requests=3)
+        results = client.run_sync(problems(8))
+        assert all(r.ok for r in results) and len(client.cache) == 8
+        assert server.batches_created == 3 and server.files_uploaded == 3
+        parts = [(tmp_path / f"cache.sqlite.batch.part{i}.jsonl").read_text().splitlines() for i in range(3)]
+        assert [len(p) for p in parts] == [3, 3, 2]
+        assert [json.loads(line)["custom_id"] for p in parts for line in p] == [r.key(MODEL) for r in problems(8)]
+
+
 def test_batch_resumes_after_crash_mid_poll(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)  # the child inherits it
     count, cache_path = 12, tmp_path / "cache.sqlite"
@@ -176,22 +195,22 @@ def test_batch_resumes_after_crash_mid_poll(tmp_path, monkeypatch):
         child = start_child(server.url, cache_path, "batch", count)
         state = state_path(cache_path)
         try:
-            wait_for(lambda: state.exists() and '"batch_id": "batch_' in state.read_text(), child)
+            wait_for(lambda: state.exists() and state.read_text().count('"batch_id": "batch_') == 3, child)
             time.sleep(0.2)  # the child is polling now
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
-        assert rows_in(cache_path) == 0 and server.batches_created == 1
+        assert rows_in(cache_path) == 0 and server.batches_created == 3
         assert SECRET not in state.read_text()
 
         client = make_client(server.url, cache_path, batch=True)
         results = client.run_sync(problems(count))
         assert all(r.ok for r in results) and len(client.cache) == count
-        assert server.batches_created == 1 and server.files_uploaded == 1  # the same batch, paid once
+        assert server.batches_created == 3 and server.files_uploaded == 3  # the same 3 batches, paid once
         assert all(served(server, r.request) == 1 for r in results)
         assert not state.exists()
 
 
 if __name__ == "__main__":  # the child process of the SIGKILL tests
     url, cache_arg, mode, n = sys.argv[1:5]
-    make_client(url, Path(cache_arg), batch=(mode == "batch")).run_sync(problems(int(n)))
+    make_client(url, Path(cache_arg), batch=(mode == "batch"), batch_max_requests=5).run_sync(problems(int(n)))

@@ -15,7 +15,9 @@ import pytest
 
 from distill_jax.config import ConfigError
 from distill_jax.teacher.cache import ResponseCache
-from distill_jax.teacher.client import ChatRequest, ClientConfig, TeacherClient
+from distill_jax.teacher.client import TeacherClient
+from distill_jax.teacher.client_config import ClientConfig
+from distill_jax.teacher.request import ChatRequest
 from distill_jax.teacher.ratelimit import parse_retry_after
 from distill_jax.testing.fake_server import FakeServer, content_key, default_reply
 
@@ -68,11 +70,19 @@ def test_retry_after_http_date():
     assert parse_retry_after("2") == 2.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
 
 
+@pytest.fixture(params=["httpx2", "aiohttp"])
+def backend(request) -> str:
+    """Both of the SDK's HTTP clients (aiohttp: the SDK's `aiohttp` extra)."""
+    if request.param == "aiohttp":
+        pytest.importorskip("aiohttp", reason="the SDK's aiohttp extra is not installed")
+    return request.param
+
+
 @pytest.mark.parametrize("fault", ["500", "503", "drop", "malformed", "truncated", "empty", "timeout"])
-def test_transient_faults_are_retried(server, tmp_path, fault):
+def test_transient_faults_are_retried(server, tmp_path, fault, backend):
     server.hang_s = 1.5  # the hung request sleeps past the client's timeout, then drops the connection
     server.add_fault(fault)
-    client = make_client(server, tmp_path, timeout_s=0.5 if fault == "timeout" else 5.0)
+    client = make_client(server, tmp_path, timeout_s=0.5 if fault == "timeout" else 5.0, http_backend=backend)
     results = client.run_sync(prompts(3))
     assert all(r.ok for r in results), [r.error for r in results]
     assert client.usage.retries == 1 and client.usage.requests_sent == 4
@@ -82,12 +92,12 @@ def test_transient_faults_are_retried(server, tmp_path, fault):
     assert len(client.cache) == 3
 
 
-def test_permanent_failures_are_per_request_and_not_retried(server, tmp_path):
+def test_permanent_failures_are_per_request_and_not_retried(server, tmp_path, backend):
     server.add_fault("401", match="q1")
     server.add_fault("400", match="q2")
     server.add_fault("context_length", match="q3")
     server.add_fault("quota", match="q4")
-    client = make_client(server, tmp_path)
+    client = make_client(server, tmp_path, http_backend=backend)
     results = client.run_sync(prompts(6))
     kinds = [r.error_kind for r in results]
     assert kinds == [None, "auth", "bad_request", "context_length", "rate_limited", None]
@@ -135,7 +145,7 @@ def test_chunked_responses(tmp_path):
         assert client.usage.retries == 0
 
 
-@pytest.mark.parametrize("server_kwargs", [{"supports_n": False}, {"max_choices": 2}])
+@pytest.mark.parametrize("server_kwargs", [{"supports_n": False}, {"max_choices": 2}, {"max_choices": 1}])
 def test_n_fallback_to_separate_requests(tmp_path, server_kwargs):
     with FakeServer(**server_kwargs) as server:
         client = make_client(server, tmp_path)
@@ -143,6 +153,22 @@ def test_n_fallback_to_separate_requests(tmp_path, server_kwargs):
         assert all(r.ok for r in results), [r.error for r in results]
         assert [served_for(server, results[i].request) for i in (0, 4)] == [4, 4]
         assert len(client.cache) == 8
+
+
+def test_results_stream_in_as_they_arrive(tmp_path):
+    """One slow request holds up nothing but itself: the others arrive (and can be verified) meanwhile."""
+    with FakeServer(hang_s=1.0) as server:
+        server.add_fault("timeout", match="q0")  # hangs 1 s, then drops: retried
+        client = make_client(server, tmp_path, timeout_s=3.0)
+        arrived = []
+        start = time.monotonic()
+        with client:
+            for batch in client.stream(prompts(10), batch=4):
+                arrived += [(r.request.meta["id"], time.monotonic() - start) for r in batch]
+        assert sorted(i for i, _ in arrived) == list(range(10))
+        assert arrived[-1][0] == 0 and arrived[-1][1] >= 1.0
+        assert max(t for i, t in arrived if i != 0) < 0.8
+        assert [s.path for s in server.seen].count("/v1/models") == 1  # one session: one preflight
 
 
 def test_requests_per_minute_limit(server, tmp_path):

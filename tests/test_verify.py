@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from distill_jax.cli import main
+from distill_jax.cli.verify import verify_file
+from distill_jax.data.records import read_jsonl
+
+FIXTURES = Path(__file__).parent / "fixtures" / "teacher_outputs"
 
 
 def _write(path, rows):
@@ -82,3 +87,58 @@ def test_reasoning_imports_no_jax():
             "distill_jax.reasoning.styles, distill_jax.reasoning.answers; "
             "sys.exit(int(any(m == 'jax' or m.startswith(('jax.', 'flax')) for m in sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_verify_pot_rejects_truncated_programs(tmp_path):
+    """Issue 12: lines that do not parse were dropped, so a truncated program scored 20 and correct."""
+    rows = [
+        {"id": "cut", "rationale": "ans = 20\nans = 30 +", "answer": "20"},
+        {"id": "broken-first-line", "rationale": "= 20\nans = 20\nans", "answer": "20"},
+        {"id": "fenced", "rationale": "```python\nans = 4 * 5\n```", "answer": "20"},
+        {"id": "prose", "rationale": "Here is the program:\nans = 4 * 5\nThe answer is 20.", "answer": "20"},
+        {"id": "solution", "rationale": "def solution():\n    return 4 * 5", "answer": "20"},
+        {"id": "print", "rationale": "total = 4 * 5\nprint(total)", "answer": "20"},
+    ]
+    src, out = tmp_path / "pot.jsonl", tmp_path / "out.jsonl"
+    _write(src, rows)
+    assert main(["verify", "--style", "pot", "--input", str(src), "--output", str(out), "--workers", "1"]) == 0
+    got = {r["id"]: r for r in _read(out)}
+    assert got["cut"]["prediction"] is None and got["cut"]["correct"] is False
+    assert got["cut"]["error"] == "syntax error: invalid syntax (line 2: 'ans = 30 +')"
+    assert got["broken-first-line"]["correct"] is False and got["broken-first-line"]["error"].endswith("'= 20')")
+    assert all(got[k]["correct"] and got[k]["error"] is None for k in ("fenced", "prose", "solution", "print"))
+
+
+def _fixture_verdicts(tmp_path: Path) -> list[dict]:
+    """`distill-jax verify` over every fixture of tests/fixtures/teacher_outputs/, one file per style."""
+    by_style: dict[str, list[dict]] = {}
+    for name in ("cot", "pot", "eot", "handwritten"):
+        for r in read_jsonl(FIXTURES / f"{name}.jsonl"):
+            row = {"id": r["id"], "rationale": r["text"]}
+            if r.get("expected") is not None:
+                row["answer"] = r["expected"]
+            by_style.setdefault(r.get("style", name), []).append(row)
+    verdicts = []
+    for style, rows in by_style.items():
+        src, dst = tmp_path / f"{style}.jsonl", tmp_path / f"{style}.verified.jsonl"
+        _write(src, rows)
+        verify_file(style, src, dst, workers=2, timeout_s=5.0, progress=False)
+        verdicts += [{"id": r["id"], "style": style, "prediction": r["prediction"], "correct": r["correct"],
+                      "error": r["error"]} for r in read_jsonl(dst)]
+    return verdicts
+
+
+# Verdicts that differ from main's, each with why; empty: no fixture is truly broken.
+CHANGED_VERDICTS: dict[str, str] = {}
+
+
+def test_fixture_verdicts_are_mains(tmp_path):
+    """verdicts_main.jsonl was written by `_fixture_verdicts` on main at ca3c882, before programs ran as
+    written; every teacher-output shape there must verify as it did."""
+    recorded = {r["id"]: r for r in read_jsonl(FIXTURES / "verdicts_main.jsonl")}
+    now = {r["id"]: r for r in _fixture_verdicts(tmp_path)}
+    assert set(now) == set(recorded) and len(now) >= 340
+    changed = sorted(i for i in now if now[i]["prediction"] != recorded[i]["prediction"]
+                     or now[i]["correct"] != recorded[i]["correct"]
+                     or (now[i]["error"] is None) != (recorded[i]["error"] is None))
+    assert changed == sorted(CHANGED_VERDICTS), [(now[i], recorded[i]) for i in changed]

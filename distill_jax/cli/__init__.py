@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from distill_jax.config import ConfigError
+from distill_jax.config_fields import describe
 from distill_jax.train.runtime_env import use_compilation_cache
 
 # verb -> one-line help; the module distill_jax.cli.<verb> owns its arguments and its behaviour.
@@ -27,6 +28,7 @@ VERBS: dict[str, str] = {
     "fdd": "run FDD multi-round distillation",
     "demo": "the embedded offline default, end to end",
     "distill": "run a method pipeline (kpdd, etd, pad, dss, decompose)",
+    "show": "what a run directory holds: stages, configs, checkpoints, metrics, eval results",
     "env": "what JAX sees here (backend, devices, versions, flags, caches): paste it into bug reports",
 }
 
@@ -49,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     use_compilation_cache()
     module = importlib.import_module(f"distill_jax.cli.{verb}")
-    parser = argparse.ArgumentParser(prog=f"distill-jax {verb}", description=VERBS[verb])
+    config_cls = getattr(module, "CONFIG", None)  # a verb with a config lists its dotted keys under --help
+    parser = argparse.ArgumentParser(prog=f"distill-jax {verb}", description=VERBS[verb],
+                                     epilog=describe(config_cls) if config_cls else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     try:

@@ -1,4 +1,6 @@
-"""`distill-jax demo [--quick] [--steps N] [--out DIR]`: the embedded offline default, end to end, resumable."""
+"""`distill-jax demo [--quick] [--steps N] [--out DIR]`: the embedded offline default, end to end, resumable.
+
+A rerun with another size or seed in the same --out reruns only the stages the change reaches (methods/stages.py)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from distill_jax.methods.demo import FULL, QUICK, check_same_size, run_demo
+from distill_jax.methods.demo import FULL, QUICK, run_demo
 from distill_jax.methods.demo_report import findings, write_demo_report
 from distill_jax.train.loop import quiet_checkpoint_logs
 
@@ -21,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps per student (FDD round 1 and its control get a third); the default "
                              "fits 15 min on 2 CPU cores, which is too few for the students to learn much")
+    parser.add_argument("--restart-from", metavar="STAGE", help="rerun this stage and every later one")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,13 +35,12 @@ def run(args: argparse.Namespace) -> int:
     if args.steps:
         size = dataclasses.replace(size, steps=args.steps, fdd_steps=max(args.steps // 3, 1))
     run_dir = Path(args.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_same_size(run_dir, size, args.seed)
     start = time.perf_counter()
     command = (f"distill-jax demo{' --quick' if args.quick else ''}{f' --steps {args.steps}' if args.steps else ''}"
                f" --out {args.out}")
     console.rule(f"distill_jax demo ({'quick' if args.quick else 'full'}) -> {run_dir}")
-    results = run_demo(run_dir, size, args.seed, console.print)
+    results = run_demo(run_dir, size, args.seed, console.print, restart_from=args.restart_from,
+                       progress=not args.no_progress)
     minutes = (time.perf_counter() - start) / 60
     report = write_demo_report(run_dir, results, size, command, minutes)
     console.print(findings(results))

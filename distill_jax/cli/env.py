@@ -19,13 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start jax.distributed first (on every host of a pod / cluster) to see all processes")
 
 
-def _sandbox_isolation() -> dict:
-    # MERGE POINT (the sandbox helper's branch): reasoning.sandbox.isolation_report() -> dict. This is its one
-    # call site; until that function is on main, env says it is missing instead of guessing.
-    report = getattr(sandbox, "isolation_report", None)
-    return report() if report is not None else {"status": "unknown (reasoning.sandbox.isolation_report is not here)"}
-
-
 def _lines(doc: dict, indent: str = "") -> list[str]:
     out = []
     for key, value in doc.items():
@@ -40,6 +33,6 @@ def _lines(doc: dict, indent: str = "") -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     initialize_distributed(True if args.distributed else None)
-    doc = {**environment_report(), "sandbox": _sandbox_isolation()}
+    doc = {**environment_report(), "sandbox": sandbox.isolation_report()}
     print(json.dumps(doc, indent=2) if args.json else "\n".join(_lines(doc)))
     return 0

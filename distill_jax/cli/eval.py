@@ -6,6 +6,9 @@ import argparse
 from distill_jax import config as config_lib
 from distill_jax.evaluate.config import EvalConfig
 from distill_jax.evaluate.evaluate import EvalFailed, evaluate
+from distill_jax.evaluate.results import load_benchmarks
+
+CONFIG = EvalConfig  # `--help` lists its keys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmarks", help="comma-separated: gsm8k_test,svamp,asdiv,multiarith,addsub,singleeq")
     parser.add_argument("--problems", action="append", default=[], help="a JSONL problem file (repeatable)")
     parser.add_argument("--styles", help="comma-separated styles, e.g. pot,eot,cot (also the vote tie-break order)")
+    parser.add_argument("--limit", type=int, help="first N problems of each test set (the key `limit`)")
     parser.add_argument("--config", help="a YAML file with EvalConfig keys")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. decoding.max_new_tokens=128")
 
 
@@ -32,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("problems=[" + ",".join(args.problems) + "]")
     if args.styles:
         overrides.append(f"styles=[{args.styles}]")
-    cfg = config_lib.load(EvalConfig, args.config, overrides)
+    if args.limit is not None:
+        overrides.append(f"limit={args.limit}")
+    if args.no_progress:
+        overrides.append("progress=false")
+    # the test sets are read now, so an empty or missing one fails before any checkpoint loads
+    cfg = config_lib.load(EvalConfig, args.config, overrides, check=load_benchmarks)
     try:
         results = evaluate(cfg)
     except EvalFailed:

@@ -2,7 +2,8 @@
 
 The student is a HF T5 directory (config.json + weights + tokenizer files) or a training run directory with
 `--step` (latest when omitted). Each output row is the input row plus `output`: the decoded text, or a list
-of texts with `--samples N` (N > 1).
+of texts with `--samples N` (N > 1). Any vocab works: only an input holding a character the tokenizer has no
+token for stops the run, before decoding, naming the row, the character and the fix.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from distill_jax.config import ConfigError
 from distill_jax.data.records import DataError, iter_jsonl, write_jsonl
 from distill_jax.evaluate.student import decode_mesh, load_student
 from distill_jax.model.decode import generate_texts
+from distill_jax.model.tokenizer import SpellingError
 from distill_jax.reasoning.styles import get_style, student_input
 
 
@@ -38,27 +40,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _read_inputs(path: str, style: str | None) -> tuple[list[dict], list[str]]:
-    rows, texts = [], []
+def _read_inputs(path: str, style: str | None) -> tuple[list[dict], list[str], list[str]]:
+    """(rows, student inputs, `file:line` of each)."""
+    rows, texts, where = [], [], []
     if style is not None:
         try:
             get_style(style)
         except KeyError as e:
             raise ConfigError(f"--style: {e.args[0]}") from None
     for lineno, row in iter_jsonl(path):
-        where = f"{path}:{lineno}"
+        where.append(f"{path}:{lineno}")
         if "id" not in row:
-            raise DataError(f"{where}: row has no `id`")
+            raise DataError(f"{where[-1]}: row has no `id`")
         if style is not None:
             if not isinstance(row.get("question"), str):
-                raise DataError(f"{where}: --style {style} needs a string `question`")
+                raise DataError(f"{where[-1]}: --style {style} needs a string `question`")
             texts.append(student_input(row["question"], style))
         elif isinstance(row.get("input"), str):
             texts.append(row["input"])
         else:
-            raise DataError(f"{where}: row has no string `input` (give --style to build it from `question`)")
+            raise DataError(f"{where[-1]}: row has no string `input` (give --style to build it from `question`)")
         rows.append(row)
-    return rows, texts
+    return rows, texts, where
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,11 +70,16 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 0 or args.num_beams < 1:
         raise ConfigError("--samples must be >= 0 and --num-beams >= 1")
     try:
-        rows, texts = _read_inputs(args.input, args.style)
+        rows, texts, where = _read_inputs(args.input, args.style)
     except (DataError, FileNotFoundError) as e:
         print(f"distill-jax generate: {e}", file=sys.stderr)
         return 2
     student = load_student(args.model, args.step, args.tokenizer)
+    try:  # before any decoding: an input character the tokenizer lacks would be read as <unk>
+        student.tokenizer.check_inputs(texts, where)
+    except SpellingError as e:
+        print(f"distill-jax generate: {e}", file=sys.stderr)
+        return 2
     mode = "sample" if args.samples > 0 else "beam" if args.num_beams > 1 else "greedy"
     outputs = generate_texts(
         student.params, student.config, student.tokenizer, texts, args.max_new_tokens, args.batch_size, mode,

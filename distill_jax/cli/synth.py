@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="probability that a problem carries one unused fact")
     parser.add_argument("--split", default="all", help="tag written into every row's `split` field")
     parser.add_argument("--out", required=True, help="output JSONL path")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.distractors <= 1.0:
         raise ConfigError(f"--distractors must be in [0, 1], got {args.distractors}")
     # A progress bar only where it helps: small runs finish before it would draw.
-    with progress_bar("generating", transient=True, enabled=args.n >= 5000) as bar:
+    with progress_bar("generating", transient=True, enabled=args.n >= 5000 and not args.no_progress) as bar:
         task = bar.add_task("generating", total=args.n)
         problems = generate(args.n, args.seed, args.min_steps, args.max_steps, args.distractors, split=args.split,
                             progress=lambda i: bar.update(task, completed=i) if i % 500 == 0 else None)

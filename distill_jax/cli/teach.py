@@ -9,7 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from distill_jax import config as config_lib
-from distill_jax.teacher.generate import TeachConfig, TeachSummary, failure_kind, teach
+from distill_jax.teacher.generate import TeachSummary, failure_kind, teach
+from distill_jax.teacher.teach_config import TeachConfig
+
+CONFIG = TeachConfig  # `--help` lists its keys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +45,9 @@ def _print_summary(summary: TeachSummary) -> None:
     console.print(table)
     if summary.usage:
         u = summary.usage
-        console.print(f"requests sent {u['requests_sent']}, cache hits {u['cached_hits']}, tokens "
-                      f"{u['prompt_tokens']} + {u['completion_tokens']}, cost ${u['cost_usd']:.4f}")
+        console.print(f"requests sent {u['requests_sent']} ({u['requests_reached']} reached the server), cache hits "
+                      f"{u['cached_hits']}, tokens {u['prompt_tokens']} + {u['completion_tokens']}, "
+                      f"cost ${u['cost_usd']:.4f}")
 
 
 def run(args: argparse.Namespace) -> int:

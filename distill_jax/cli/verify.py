@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="worker processes for pot/eot (default: CPUs)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per program / equation system")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="rows per batch and per append")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _gold(row: dict) -> str | None:
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--chunk-size and --workers must be >= 1 and --timeout > 0")
     try:
         summary = verify_file(args.style, args.input, args.output, workers=args.workers, timeout_s=args.timeout,
-                              chunk_size=args.chunk_size)
+                              chunk_size=args.chunk_size, progress=not args.no_progress)
     except DataError as e:
         print(f"distill-jax verify: error: {e}", file=sys.stderr)  # plain: rich would wrap the file:line
         return 2

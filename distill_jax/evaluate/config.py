@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from distill_jax.config import RUNTIME, ConfigError, at_least
+from distill_jax.reasoning.sandbox import SandboxConfig
 from distill_jax.reasoning.styles import STYLES
 
 
@@ -50,16 +52,18 @@ class EvalConfig:
     problems: tuple[str, ...] = ()  # extra JSONL problem files, each scored as a benchmark named by its stem
     styles: tuple[str, ...] = ("cot",)
     vote: bool = True  # majority over styles (and samples) beside each single style
-    limit: int = 0  # first N problems of each benchmark (0 = all)
+    limit: int | None = field(default=None, metadata=at_least(1))  # first N problems of each benchmark (None: all)
     data_dir: str | None = None
     report: bool = True
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    progress: bool = field(default=True, metadata=RUNTIME)  # a decoding progress bar
 
     def __post_init__(self) -> None:
         if (self.run_dir is None) == (self.model is None):
-            raise ValueError("give exactly one of run_dir (a training run) or model (a HF directory)")
+            raise ConfigError("give exactly one of run_dir (a training run) or model (a HF directory)", key="run_dir")
         unknown = [s for s in self.styles if s not in STYLES]
         if unknown:
-            raise ValueError(f"unknown style(s) {unknown}; known: {sorted(STYLES)}")
+            raise ConfigError(f"unknown style(s) {unknown}; known: {sorted(STYLES)}", key="styles")
         if not self.styles:
-            raise ValueError("styles is empty")
+            raise ConfigError("styles is empty", key="styles")

@@ -24,7 +24,9 @@ from distill_jax.evaluate.results import (Benchmark, fingerprint, is_scored, loa
                                           result_dir, stored, write_result)
 from distill_jax.evaluate.student import Student, decode_mesh, decode_outputs, load_student
 from distill_jax.evaluate.voting import majority_vote
+from distill_jax.model.tokenizer import SpellingError
 from distill_jax.reasoning.answers import answers_match
+from distill_jax.reasoning.sandbox import configure_sandbox
 from distill_jax.reasoning.styles import get_style, student_input
 from distill_jax.train.checkpoint import Checkpointer, ckpt_dir
 
@@ -64,8 +66,12 @@ def score_style(cfg: EvalConfig, student: Student, bench: Benchmark, style: str,
     if is_scored(directory, fp):
         return stored(directory)
     inputs = [student_input(p.question, style) for p in bench.problems]
+    try:  # a character without a token would be read as <unk>: refuse before decoding, naming the problem
+        student.tokenizer.check_inputs(inputs, [f"{bench.name}, problem {p.id}" for p in bench.problems])
+    except SpellingError as e:
+        raise ConfigError(str(e)) from e
     start = time.perf_counter()
-    outputs = decode_outputs(student, inputs, cfg.decoding, mesh)
+    outputs = decode_outputs(student, inputs, cfg.decoding, mesh, cfg.progress)
     seconds = time.perf_counter() - start
     flat = [o for outs in outputs for o in outs]
     answers = get_style(style).answers(flat)
@@ -131,6 +137,7 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> list[dict]:
     """Run the whole evaluation; returns every metrics dict (skipped ones included, flagged).
 
     Raises EvalFailed at the end when a checkpoint could not be loaded (after scoring all the others)."""
+    configure_sandbox(cfg.sandbox)
     console = console or Console(soft_wrap=True)
     benchmarks = load_benchmarks(cfg)  # bad benchmark names fail before any checkpoint is loaded
     mesh = decode_mesh(cfg.decoding.batch_size)

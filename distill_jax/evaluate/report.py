@@ -2,7 +2,8 @@
 
 Tables: one per benchmark, rows = style (and votes), columns = checkpoint step, cells = accuracy in percent
 with the count. Plots: accuracy vs step per benchmark and style; accuracy per style at the last step;
-accuracy per FDD round when the run has rounds (RUN/fdd/rounds.json written by the FDD pipeline).
+accuracy per FDD round when the run has rounds (RUN/fdd/rounds.json written by the FDD pipeline); the
+training loss (and eval loss) vs step of every training run in RUN (its logs/metrics.jsonl).
 """
 from __future__ import annotations
 
@@ -136,6 +137,56 @@ def _plot_per_style(rows: list[dict], out: Path) -> list[Path]:
     return written
 
 
+def _loss_curves(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """training run (`.` for RUN itself, else its path under RUN) -> {"loss": [(step, v)], "eval_loss": [...]}"""
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    logs = [run_dir / "logs" / "metrics.jsonl"] + sorted(run_dir.glob("train/*/logs/metrics.jsonl"))
+    for path in logs:
+        if not path.is_file():
+            continue
+        name = str(path.parent.parent.relative_to(run_dir))
+        series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            for key in ("loss", "eval_loss"):
+                if isinstance(row.get(key), (int, float)):
+                    series[key].append((int(row["step"]), float(row[key])))
+        if series:
+            curves[name] = dict(series)
+    return curves
+
+
+def _plot_loss(run_dir: Path, out: Path) -> list[Path]:
+    curves = _loss_curves(run_dir)
+    if not curves:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, series in curves.items():
+        label = "" if name == "." else f"{name} "
+        for key, style in (("loss", "-"), ("eval_loss", "o--")):
+            pts = sorted(series.get(key, []))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{label}{key.replace('_', ' ')}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (per target token)")
+    ax.set_title("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / "loss.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def _rounds_section(run_dir: Path, out: Path) -> tuple[str, list[Path]]:
     path = run_dir / "fdd" / "rounds.json"
     if not path.is_file():
@@ -158,7 +209,7 @@ def write_report(run_dir: str | Path, title: str | None = None, preamble: str = 
     plots_dir = run_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     rows = collect_metrics(run_dir)
-    plots = _plot_accuracy_vs_step(rows, plots_dir) + _plot_per_style(rows, plots_dir)
+    plots = _plot_accuracy_vs_step(rows, plots_dir) + _plot_per_style(rows, plots_dir) + _plot_loss(run_dir, plots_dir)
     rounds_md, round_plots = _rounds_section(run_dir, plots_dir)
     plots += round_plots
     parts = [f"# {title or 'distill_jax report: ' + run_dir.name}", ""]

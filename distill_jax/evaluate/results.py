@@ -7,7 +7,6 @@ size and mtime), so a re-trained step or a re-exported model is scored again and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,8 @@ from distill_jax.config import ConfigError
 from distill_jax.data.problems import BENCHMARKS, Problem, load_problems, resolve_benchmark
 from distill_jax.data.records import DataError, write_jsonl
 from distill_jax.evaluate.config import DecodingConfig, EvalConfig
-from distill_jax.fileio import write_json_atomic
+from distill_jax.fileio import sha256_file, write_json_atomic
 from distill_jax.train.checkpoint import ckpt_dir
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -38,25 +29,30 @@ class Benchmark:
 
 
 def load_benchmarks(cfg: EvalConfig) -> list[Benchmark]:
+    """Every test set the config names, each with at least one problem (after `limit`): an eval over none
+    would write a 0/0 result row, which is no result."""
     unknown = [name for name in cfg.benchmarks if name not in BENCHMARKS]
     if unknown:
-        raise ConfigError(f"benchmarks: unknown {unknown}; known: {sorted(BENCHMARKS)} (or pass --problems FILE)")
+        raise ConfigError(f"benchmarks: unknown {unknown}; known: {sorted(BENCHMARKS)} (or pass --problems FILE)",
+                          key="benchmarks")
     out = []
     try:
-        specs = [(name, resolve_benchmark(name, cfg.data_dir)) for name in cfg.benchmarks]
+        specs = [(name, resolve_benchmark(name, cfg.data_dir), "benchmarks") for name in cfg.benchmarks]
     except DataError as e:
-        raise ConfigError(f"benchmarks: {e}") from e
-    specs += [(Path(p).stem, Path(p)) for p in cfg.problems]
-    for name, path in specs:
+        raise ConfigError(f"benchmarks: {e}", key="benchmarks") from e
+    specs += [(Path(p).stem, Path(p), "problems") for p in cfg.problems]
+    if not specs:
+        raise ConfigError("no test sets: give benchmarks or problems", key="benchmarks")
+    for name, path, key in specs:
         if not path.is_file():
-            raise ConfigError(f"benchmark {name!r}: no file at {path}")
+            raise ConfigError(f"benchmark {name!r}: no file at {path}", key=key)
         try:
             problems = load_problems(str(path))
         except DataError as e:
-            raise ConfigError(f"benchmark {name!r}: {e}") from e
-        if cfg.limit:
-            problems = problems[: cfg.limit]
-        out.append(Benchmark(name, path, sha256_file(path), problems))
+            raise ConfigError(f"benchmark {name!r}: {e}", key=key) from e
+        if not problems:
+            raise ConfigError(f"benchmark {name!r}: {path} holds no problems: nothing to evaluate", key=key)
+        out.append(Benchmark(name, path, sha256_file(path), problems[: cfg.limit]))
     return out
 
 
@@ -106,10 +102,12 @@ def write_result(cfg: EvalConfig, step: int | str, bench: Benchmark, style: str,
     """predictions.jsonl and metrics.json of one (step, benchmark, style), returning the metrics: the fields
     every result carries (the report and the pipelines read them), then `extra`. `rows` are one per problem."""
     n = len(bench.problems)
+    if n == 0 or len(rows) != n:  # load_benchmarks refuses empty sets; this keeps a 0/0 row out of every report
+        raise ValueError(f"{bench.name}: {len(rows)} result rows for {n} problems; nothing written")
     correct = sum(bool(r["correct"]) for r in rows)
     metrics = {
         "step": step, "benchmark": bench.name, "style": style, "decoding": cfg.decoding.tag(),
-        "accuracy": correct / n if n else 0.0, "n": n, "correct": correct,
+        "accuracy": correct / n, "n": n, "correct": correct,
         "data": {"file": str(bench.path), "sha256": bench.sha256, "count": n},
         "settings": dataclasses.asdict(cfg.decoding), **extra,
     }

@@ -48,13 +48,14 @@ def load_student(source: str | Path, step: int | str | None = None, tokenizer: s
     return Student(step if step is not None else "latest", params, config, tok)
 
 
-def decode_outputs(student: Student, inputs: list[str], dec: DecodingConfig, mesh: Any) -> list[list[str]]:
+def decode_outputs(student: Student, inputs: list[str], dec: DecodingConfig, mesh: Any,
+                   progress: bool = True) -> list[list[str]]:
     """Every input's outputs as a list (one per sample)."""
     if dec.calculator:
         texts = generate_with_calculator(student.params, student.config, student.tokenizer, inputs,
                                          dec.max_new_tokens, dec.batch_size, mesh=mesh)
         return [[t] for t in texts]
-    kwargs: dict[str, Any] = {"mode": dec.mode, "mesh": mesh}
+    kwargs: dict[str, Any] = {"mode": dec.mode, "mesh": mesh, "progress": progress}
     if dec.mode == "beam":
         kwargs.update(num_beams=dec.num_beams, length_penalty=dec.length_penalty)
     if dec.mode == "sample":

@@ -71,7 +71,7 @@ def make_problems(out: Path, size: DemoSize, seed: int) -> dict[str, str]:
 
 
 def _teach_config(run: Path, files: dict[str, str], seed: int):
-    from distill_jax.teacher.generate import TeachConfig
+    from distill_jax.teacher.teach_config import TeachConfig
 
     return config_lib.from_dict(TeachConfig, {
         "problems": files["train"], "run_dir": str(run), "styles": list(TEACH_STYLES), "seed": seed,
@@ -116,13 +116,14 @@ def _train_config(run: Path, size: DemoSize, seed: int, buckets: list, out: Path
                   "schedule": "cosine", "end_lr_factor": 0.1}})
 
 
-def _eval(train_dir: Path, problems: list[str], styles: tuple[str, ...], size: DemoSize) -> dict:
+def _eval(train_dir: Path, problems: list[str], styles: tuple[str, ...], size: DemoSize, progress: bool) -> dict:
     from distill_jax.evaluate.config import DecodingConfig, EvalConfig
     from distill_jax.evaluate.evaluate import evaluate
     from distill_jax.evaluate.report import by_test_and_style
 
     cfg = EvalConfig(run_dir=str(train_dir), benchmarks=(), problems=tuple(problems), styles=styles,
-                     decoding=DecodingConfig(max_new_tokens=size.max_new_tokens, batch_size=64), report=False)
+                     decoding=DecodingConfig(max_new_tokens=size.max_new_tokens, batch_size=64), report=False,
+                     progress=progress)
     return by_test_and_style(evaluate(cfg))
 
 
@@ -157,57 +158,86 @@ def _round_accuracy(record: dict) -> dict:
     return acc
 
 
-def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None]) -> dict:
-    """Every stage of the demo (resumable); returns the results that demo_report renders."""
+@dataclass(frozen=True)
+class DemoRun:
+    """What a demo run is made of: RUN/config.yaml records it, and each stage's fingerprint the keys it reads."""
+
+    size: DemoSize
+    seed: int = 0
+
+
+def demo_stages(run: Path, size: DemoSize, seed: int, log: Callable[[str], None], stages: Any,
+                progress: bool = True) -> list:
+    """Every stage of the demo, each with the `size.*` keys it reads. FDD is one stage here: inside it, its own
+    stages (RUN/fdd/stages) rerun only what a change reaches."""
     from distill_jax.methods.fdd import run_fdd
-    from distill_jax.methods.stages import Stages
+    from distill_jax.methods.stages import Stage, config_keys, teach_outputs
     from distill_jax.teacher.generate import teach
     from distill_jax.train.loop import train
 
-    stages = Stages(run, log)
-    files = stages.run("problems", lambda: make_problems(run / "problems", size, seed))
-    tests = [files[t] for t in TESTS]
-    teach_cfg = _teach_config(run, files, seed)
-    taught = stages.run("teach", lambda: teach(teach_cfg, progress=True).to_dict()["styles"])
-    stages.run("tokenizer", lambda: _train_tokenizer(run, size.vocab_size))
-    buckets = stages.run("buckets", lambda: _buckets(run, size.buckets))
+    demo = DemoRun(size, seed)
+    reads = lambda *names: config_keys(demo, *(f"size.{n}" for n in names), "seed")  # noqa: E731
+    files = lambda: stages.result("problems")  # noqa: E731
+    tests = lambda: [files()[t] for t in TESTS]  # noqa: E731
+    buckets = lambda: stages.result("buckets")  # noqa: E731
+    student = ("steps", "batch_size", "model")
 
-    # FDD first: its round 0 *is* the PoT student (same data, vocabulary, shapes and steps).
-    rounds = run_fdd(_fdd_config(run, size, files, seed, buckets), log=log)
+    def train_student(out: Path, styles: tuple[str, ...]) -> dict:
+        cfg = _train_config(run, size, seed, buckets(), out, styles, size.steps)
+        return dataclasses.asdict(train(dataclasses.replace(cfg, progress=progress)))
+
+    def train_control() -> dict:
+        cfg = _train_config(run, size, seed, buckets(), run / "fdd_control", ("pot",), size.fdd_steps,
+                            init=str(run / "fdd" / "hf" / "r0"), rationales=(str(run / "fdd" / "rationales" / "r0"),))
+        return dataclasses.asdict(train(dataclasses.replace(cfg, progress=progress)))
+
+    out = [
+        Stage("problems", lambda: make_problems(run / "problems", size, seed), keys=reads("n_train", "n_test"),
+              outputs=[f"problems/{name}.jsonl" for name in ("train", *TESTS)]),
+        Stage("teach", lambda: teach(_teach_config(run, files(), seed), progress=progress).to_dict()["styles"],
+              keys=reads(), outputs=teach_outputs(0)),
+        Stage("tokenizer", lambda: _train_tokenizer(run, size.vocab_size), keys=reads("vocab_size"),
+              outputs=["tokenizer"]),
+        Stage("buckets", lambda: _buckets(run, size.buckets), keys=reads("buckets")),
+    ]
     train_dirs = {name: run / "students" / name for name in STUDENTS}
-    train_dirs["pot"] = run / "fdd" / "train" / "r0"
-    results: dict[str, Any] = {"students": {}, "fdd": {}, "teach": taught}
+    train_dirs["pot"] = run / "fdd" / "train" / "r0"  # FDD's round 0 *is* the PoT student
     for name, styles in STUDENTS.items():
-        out = train_dirs[name]
-        if name != "pot":
-            cfg = _train_config(run, size, seed, buckets, out, styles, size.steps)
-            stages.run(f"train_{name}", lambda: dataclasses.asdict(train(cfg)))
-        results["students"][name] = stages.run(f"eval_{name}", lambda: _eval(out, tests, styles, size))
-
+        if name == "pot":
+            continue
+        out.append(Stage(f"train_{name}", lambda o=train_dirs[name], s=styles: train_student(o, s),
+                         keys=reads(*student), outputs=[f"students/{name}"]))
+        out.append(Stage(f"eval_{name}", lambda o=train_dirs[name], s=styles: _eval(o, tests(), s, size, progress),
+                         keys=reads("max_new_tokens"), outputs=[f"students/{name}/eval"]))
+    # FDD's own stages (RUN/fdd/stages) decide what in it reruns: nothing of it is moved from here
+    out.append(Stage("fdd", lambda: run_fdd(_fdd_config(run, size, files(), seed, buckets()), log=log,
+                                            progress=progress),
+                     keys=reads(*student, "fdd_steps", "max_new_tokens")))
+    out.append(Stage("eval_pot", lambda: _eval(train_dirs["pot"], tests(), ("pot",), size, progress),
+                     keys=reads("max_new_tokens")))
     # The control: the round-0 student trained as many more steps on the round-0 data only. Without it,
     # "the hard split improved" could be just more training on problems the student has already seen.
-    control = run / "fdd_control"
-    control_cfg = _train_config(run, size, seed, buckets, control, ("pot",), size.fdd_steps,
-                                init=str(run / "fdd" / "hf" / "r0"),
-                                rationales=(str(run / "fdd" / "rationales" / "r0"),))
-    stages.run("train_fdd_control", lambda: dataclasses.asdict(train(control_cfg)))
-    hard = stages.run("hard_r0", lambda: _hard_file(run))
+    out.append(Stage("train_fdd_control", train_control, keys=reads("fdd_steps", "batch_size"),
+                     outputs=["fdd_control"]))
+    out.append(Stage("hard_r0", lambda: _hard_file(run), outputs=["problems/hard_r0.jsonl"]))
+    out.append(Stage("eval_fdd_control", lambda: _eval(run / "fdd_control", [stages.result("hard_r0"), *tests()],
+                                                       ("pot",), size, progress),
+                     keys=reads("max_new_tokens"), outputs=["fdd_control/eval"]))
+    return out
+
+
+def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None], restart_from: str | None = None,
+             progress: bool = True) -> dict:
+    """Every stage of the demo (resumable; a rerun of another size reruns what the change reaches); returns
+    the results that demo_report renders."""
+    from distill_jax.methods.stages import Stages
+
+    stages = Stages(run, log, restart_from)
+    stages.run_all(demo_stages(run, size, seed, log, stages, progress), DemoRun(size, seed))
+    rounds = stages.result("fdd")
+    results: dict[str, Any] = {"students": {name: stages.result(f"eval_{name}") for name in STUDENTS},
+                               "teach": stages.result("teach")}
     results["fdd"] = {f"r{r['round']}": _round_accuracy(r) for r in rounds}
-    results["fdd"]["control"] = stages.run("eval_fdd_control",
-                                           lambda: _eval(control, [hard, *tests], ("pot",), size))
+    results["fdd"]["control"] = stages.result("eval_fdd_control")
     results["fdd_rounds"] = rounds
     return results
-
-
-def check_same_size(run: Path, size: DemoSize, seed: int) -> None:
-    """A rerun resumes from stage markers: with another size or seed it would mix two runs' results."""
-    from distill_jax.config import ConfigError
-
-    want = {"size": dataclasses.asdict(size), "seed": seed}
-    path = run / "demo_size.json"
-    if path.is_file():
-        have = json.loads(path.read_text(encoding="utf-8"))
-        if have != want:
-            raise ConfigError(f"{run} holds a demo run of another size or seed ({have}); give a new --out")
-    else:
-        path.write_text(json.dumps(want), encoding="utf-8")

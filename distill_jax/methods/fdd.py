@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from rich.console import Console
 
-from distill_jax import config as config_lib
+from distill_jax.config import ConfigError, at_least
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import write_jsonl
 from distill_jax.evaluate.config import DecodingConfig, EvalConfig
@@ -41,10 +41,14 @@ from distill_jax.evaluate.evaluate import evaluate
 from distill_jax.evaluate.report import by_test_and_style
 from distill_jax.evaluate.results import result_dir
 from distill_jax.fileio import write_json_atomic
-from distill_jax.methods.stages import Stages, copy_seed_problems
+from distill_jax.methods import preflight
+from distill_jax.methods.stages import (Stage, Stages, config_keys, copy_seed_problems, eval_files, prompt_files,
+                                        seed_inputs, teach_keys, teach_outputs)
+from distill_jax.reasoning.sandbox import SandboxConfig, configure_sandbox
 from distill_jax.model.hf import save_hf
 from distill_jax.teacher.fdd_problems import new_problems
-from distill_jax.teacher.generate import TeachConfig, teach
+from distill_jax.teacher.generate import teach
+from distill_jax.teacher.teach_config import TeachConfig
 from distill_jax.train.checkpoint import load_params
 from distill_jax.train.config import TrainConfig
 from distill_jax.train.loop import train
@@ -58,6 +62,8 @@ class FddEvalConfig:
     styles: tuple[str, ...] = ("pot",)
     max_new_tokens: int = 256
     batch_size: int = 64
+    limit: int | None = field(default=None, metadata=at_least(1))  # first N problems of each test set (None: all)
+    data_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,12 +76,16 @@ class FddConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="-", steps=1))
     eval: FddEvalConfig = field(default_factory=FddEvalConfig)
     round_steps: tuple[int, ...] = ()  # training steps per round (default: train.steps every round)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+            raise ConfigError(f"rounds must be >= 0, got {self.rounds}", key="rounds")
         if self.round_steps and len(self.round_steps) != self.rounds + 1:
-            raise ValueError(f"round_steps needs {self.rounds + 1} entries (rounds 0..{self.rounds})")
+            raise ConfigError(f"round_steps needs {self.rounds + 1} entries (rounds 0..{self.rounds})",
+                              key="round_steps")
+        if any(s < 1 for s in self.round_steps):
+            raise ConfigError(f"round_steps must all be >= 1, got {list(self.round_steps)}", key="round_steps")
 
 
 def _round_train_config(cfg: FddConfig, run: Path, k: int) -> TrainConfig:
@@ -98,14 +108,16 @@ def _export_round(run: Path, k: int) -> str:
     return str(out)
 
 
-def _eval_configs(cfg: FddConfig, run: Path, k: int, seed_file: Path):
+def _eval_configs(cfg: FddConfig, run: Path, k: int, seed_file: Path, progress: bool = True):
     """(test sets config, seed-problem config) for round k's student."""
     decoding = DecodingConfig(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
     train_run = str(run / "train" / f"r{k}")
     tests = EvalConfig(run_dir=train_run, benchmarks=cfg.eval.benchmarks, problems=cfg.eval.problems,
-                       styles=cfg.eval.styles, decoding=decoding, report=False)
+                       styles=cfg.eval.styles, decoding=decoding, report=False, limit=cfg.eval.limit,
+                       data_dir=cfg.eval.data_dir, progress=progress)
+    # every seed problem, whatever eval.limit says: the split covers them all
     seed = EvalConfig(run_dir=train_run, benchmarks=(), problems=(str(seed_file),), styles=(cfg.solve_style,),
-                      decoding=decoding, vote=False, report=False)
+                      decoding=decoding, vote=False, report=False, progress=progress)
     return tests, seed
 
 
@@ -115,8 +127,8 @@ def _seed_predictions(cfg: FddConfig, run: Path, k: int, step: int, seed_file: P
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def _evaluate_round(cfg: FddConfig, run: Path, k: int, seed_file: Path) -> dict:
-    tests_cfg, seed_cfg = _eval_configs(cfg, run, k, seed_file)
+def _evaluate_round(cfg: FddConfig, run: Path, k: int, seed_file: Path, progress: bool) -> dict:
+    tests_cfg, seed_cfg = _eval_configs(cfg, run, k, seed_file, progress)
     tests, seed = evaluate(tests_cfg), evaluate(seed_cfg)
     accuracy = by_test_and_style(tests)
     accuracy[f"seed/{cfg.solve_style}"] = {"accuracy": seed[0]["accuracy"], "n": seed[0]["n"]}
@@ -161,78 +173,115 @@ class _JobStages:
         self.multi = jax.process_count() > 1
         self.main = jax.process_index() == 0
 
-    def host(self, name: str, fn: Callable[[], Any]) -> Any:
+    def host(self, name: str) -> Any:
         """Process 0 runs it; on every process it would pay the teacher N times and interleave rows in the
         same files. The others wait, then read the result from its marker."""
         if not self.multi:
-            return self.stages.run(name, fn)
-        result = self.stages.run(name, fn) if self.main else None
+            return self.stages.run(name)
+        result = self.stages.run(name) if self.main else None
         return self._after_barrier(name, result)
 
-    def every_process(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Training: one SPMD program, so every process runs it, or none does (process 0's marker decides);
+    def every_process(self, name: str) -> Any:
+        """Training: one SPMD program, so every process runs it, or none does (process 0's plan decides);
         process 0 writes the marker."""
         if not self.multi:
-            return self.stages.run(name, fn)
+            return self.stages.run(name)
         from jax.experimental import multihost_utils
 
         done = bool(multihost_utils.broadcast_one_to_all(np.int32(self.stages.done(name))))
         result = None
         if self.main:
-            result = self.stages.run(name, fn)
+            result = self.stages.run(name)
         elif not done:
-            fn()
+            self.stages.decisions[name].stage.fn()
         return self._after_barrier(name, result)
 
     def _after_barrier(self, name: str, result: Any) -> Any:
         wait_for_processes(f"fdd stage {name}", HOST_STAGE_TIMEOUT_S)
         if self.main:
             return result
-        if not self.stages.done(name):
-            raise RuntimeError(f"stage {name}: process 0 finished it but its marker is not in {self.stages.dir} "
-                               f"(is the run dir on storage every host sees?)")
-        return self.stages.run(name, fn=lambda: None)
+        try:
+            return self.stages.result(name)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: process 0 finished it (is the run dir on storage every host sees?)") from None
 
 
-def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None) -> list[dict]:
-    """Run (or resume) every stage; returns the per-round accuracy records written to RUN/fdd/rounds.json."""
-    # before any JAX work, so every stage (also of a resumed run) knows which process it is on, and a run that
-    # needs an accelerator fails before paying for teacher calls
-    prepare_runtime(cfg.train)
-    main = jax.process_index() == 0
-    log = (log or Console().print) if main else (lambda _: None)
+def check_fdd(cfg: FddConfig) -> None:
+    """Everything wrong with the config that can be known before any work (methods/preflight.py)."""
+    if not cfg.eval.problems and not cfg.eval.benchmarks:
+        raise ConfigError("eval.problems or eval.benchmarks must name at least one test set", key="eval.problems")
+    preflight.teach_problems(cfg.teach)
     run = Path(cfg.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    if main:
-        config_lib.save_resolved(cfg, run / "config.yaml")
-    stages = _JobStages(Stages(run, log))
-    seed_file = run / "problems" / "seed.jsonl"
+    preflight.eval_sets(_eval_configs(cfg, run, 0, run / "problems" / "seed.jsonl")[0])
+    preflight.train_devices(cfg.train)
 
-    stages.host("seed_problems", lambda: copy_seed_problems(
-        cfg.teach.problems, cfg.teach.data_dir, cfg.teach.limit, seed_file))
-    seeds = load_problems(str(seed_file))
-    rounds: list[dict] = []
-    hard0: set[str] | None = None
+
+def fdd_stages(cfg: FddConfig, run: Path, stages: Stages, progress: bool = True) -> list[Stage]:
+    """Every round's stages, each with the keys and files it reads (a later round reads all earlier ones)."""
+    seed_file = run / "problems" / "seed.jsonl"
+    seeds = lambda: load_problems(str(seed_file))  # noqa: E731  (read when a stage needs them, after the copy)
+    paid = cfg.teach.teacher.kind == "openai"
+    teach_in = {**teach_keys(cfg), "teach.styles": list(cfg.teach.styles)}
+    train_in = config_keys(cfg, "train", "continue_training",
+                           exclude=("train.run_dir", "train.data.rationales", "train.steps", "train.epochs"))
+    out = [Stage("seed_problems", lambda: copy_seed_problems(cfg.teach.problems, cfg.teach.data_dir, cfg.teach.limit,
+                                                             seed_file),
+                 **seed_inputs(cfg.teach), outputs=["problems/seed.jsonl"])]
     for k in range(cfg.rounds + 1):
         if k == 0:
             problems_k = seeds
         else:
-            stages.host(f"r{k}_new_problems", lambda: _new_problems(cfg, run, k, seeds))
-            problems_k = load_problems(str(run / "problems" / f"r{k}" / "all.jsonl"))
+            out.append(Stage(f"r{k}_new_problems", lambda k=k: _new_problems(cfg, run, k, seeds()),
+                             keys={**teach_in, **config_keys(cfg, "teach.fdd")}, outputs=[f"problems/r{k}"],
+                             paid=paid))
+            problems_k = lambda k=k: load_problems(str(run / "problems" / f"r{k}" / "all.jsonl"))  # noqa: E731
         teach_cfg = dataclasses.replace(cfg.teach, run_dir=str(run), round=k, limit=None)
-        stages.host(f"r{k}_teach", lambda: teach(teach_cfg, problems_k, progress=True).to_dict()["styles"])
+        out.append(Stage(f"r{k}_teach", lambda t=teach_cfg, p=problems_k: teach(t, p(), progress=progress).to_dict()[
+            "styles"], keys=teach_in, files=prompt_files(cfg.teach), outputs=teach_outputs(k), paid=paid))
         if k > 0 and cfg.continue_training:
-            stages.host(f"r{k - 1}_export", lambda: _export_round(run, k - 1))
+            out.append(Stage(f"r{k - 1}_export", lambda k=k: _export_round(run, k - 1), outputs=[f"hf/r{k - 1}"]))
         train_cfg = _round_train_config(cfg, run, k)
-        stages.every_process(f"r{k}_train", lambda: dataclasses.asdict(train(train_cfg)))
-        record = stages.host(f"r{k}_eval", lambda: _evaluate_round(cfg, run, k, seed_file))
-        split = stages.host(f"r{k}_split", lambda: _split(cfg, run, k, record["step"], seed_file))
-        if hard0 is None:
-            hard0 = set(json.loads((run / "fdd" / "split_r0.json").read_text(encoding="utf-8"))["hard"])
-        record = dict(record, split=split)
+        steps = {f"round_steps[{k}]": cfg.round_steps[k]} if cfg.round_steps else config_keys(cfg, "train.steps",
+                                                                                             "train.epochs")
+        out.append(Stage(f"r{k}_train", lambda c=dataclasses.replace(train_cfg, progress=progress and
+                                                                     train_cfg.progress): dataclasses.asdict(train(c)),
+                         keys={**train_in, **steps}, outputs=[f"train/r{k}"]))
+        out.append(Stage(f"r{k}_eval", lambda k=k: _evaluate_round(cfg, run, k, seed_file, progress),
+                         keys=config_keys(cfg, "eval", "solve_style", exclude=("eval.problems", "eval.data_dir")),
+                         files=eval_files("eval", cfg.eval.benchmarks, cfg.eval.problems, cfg.eval.data_dir),
+                         outputs=[f"train/r{k}/eval"]))
+        out.append(Stage(f"r{k}_split", lambda k=k: _split(cfg, run, k, stages.result(f"r{k}_eval")["step"],
+                                                           seed_file),
+                         outputs=[f"fdd/split_r{k}.json"]))
+    return out
+
+
+def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None, restart_from: str | None = None,
+            progress: bool = True) -> list[dict]:
+    """Run (or resume) every stage; returns the per-round accuracy records written to RUN/fdd/rounds.json.
+    A stage whose inputs changed since it ran reruns (with every later one); one that paid for teacher calls
+    only with `restart_from` (methods/stages.py)."""
+    configure_sandbox(cfg.sandbox)
+    # before any JAX work, so every stage (also of a resumed run) knows which process it is on, and a run that
+    # needs an accelerator fails before paying for teacher calls
+    prepare_runtime(cfg.train)
+    check_fdd(cfg)
+    main = jax.process_index() == 0
+    log = (log or Console().print) if main else (lambda _: None)
+    run = Path(cfg.run_dir)
+    seed_file = run / "problems" / "seed.jsonl"
+    stages = Stages(run, log, restart_from, writer=main)
+    plan = stages.plan(fdd_stages(cfg, run, stages, progress), cfg)
+    jobs = _JobStages(stages)
+    for decision in plan:
+        (jobs.every_process if decision.stage.name.endswith("_train") else jobs.host)(decision.stage.name)
+    rounds: list[dict] = []
+    hard0 = set(json.loads((run / "fdd" / "split_r0.json").read_text(encoding="utf-8"))["hard"])
+    for k in range(cfg.rounds + 1):
+        record = dict(stages.result(f"r{k}_eval"), split=stages.result(f"r{k}_split"))
         record["accuracy"]["seed_hard_r0/" + cfg.solve_style] = _hard_accuracy(
             cfg, run, k, record["step"], seed_file, hard0)
         rounds.append(record)
-        if main:
-            write_json_atomic(run / "fdd" / "rounds.json", rounds)
+    if main:
+        write_json_atomic(run / "fdd" / "rounds.json", rounds)
     return rounds

@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from distill_jax.config import ConfigError, at_least
 from distill_jax.evaluate.config import DecodingConfig
+from distill_jax.reasoning.sandbox import SandboxConfig
 from distill_jax.reasoning.styles import STYLES
-from distill_jax.teacher.generate import TeachConfig
+from distill_jax.teacher.teach_config import TeachConfig
 from distill_jax.train.config import TrainConfig
 
 METHODS = ("kpdd", "etd", "pad", "dss", "decompose")
@@ -19,7 +21,7 @@ class MethodEvalConfig:
     benchmarks: tuple[str, ...] = ()  # or benchmark names (gsm8k_test, svamp, ...)
     styles: tuple[str, ...] = ()  # empty: the method's own (kpdd kp_<solution>, etd its mixture, pad pot, dss dss)
     vote: bool = True  # majority over the styles (ETD's voting)
-    limit: int = 0  # first N problems of each test set (0 = all)
+    limit: int | None = field(default=None, metadata=at_least(1))  # first N problems of each test set (None: all)
     data_dir: str | None = None
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
@@ -77,24 +79,27 @@ class MethodConfig:
     pad: PadSection = field(default_factory=PadSection)
     dss: DssSection = field(default_factory=DssSection)
     decompose: DecomposeSection = field(default_factory=DecomposeSection)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.eval.styles if s not in STYLES]
         if unknown:
-            raise ValueError(f"eval.styles: unknown {unknown}; known: {sorted(STYLES)}")
+            raise ConfigError(f"eval.styles: unknown {unknown}; known: {sorted(STYLES)}", key="eval.styles")
         bad = [s for s in self.etd.weights if s not in ("cot", "pot", "eot")]
         if bad:
-            raise ValueError(f"etd.weights: {bad} are not ETD styles (cot, pot, eot)")
+            raise ConfigError(f"etd.weights: {bad} are not ETD styles (cot, pot, eot)", key="etd.weights")
         if self.etd.weights and (min(self.etd.weights.values()) < 0 or sum(self.etd.weights.values()) <= 0):
-            raise ValueError(f"etd.weights must be >= 0 with a positive sum, got {self.etd.weights}")
+            raise ConfigError(f"etd.weights must be >= 0 with a positive sum, got {self.etd.weights}", key="etd.weights")
         if self.pad.beam < 1 or self.pad.samples < 1 or self.pad.max_steps < 1:
-            raise ValueError("pad.beam, pad.samples and pad.max_steps must be >= 1")
+            raise ConfigError("pad.beam, pad.samples and pad.max_steps must be >= 1", key="pad")
         if self.pad.stepwise and self.pad.temperature <= 0:
-            raise ValueError("pad.temperature must be > 0 (the beam proposes lines of sampled programs)")
+            raise ConfigError("pad.temperature must be > 0 (the beam proposes lines of sampled programs)",
+                              key="pad.temperature")
         if self.dss.rationale_weight < 0 or self.dss.label_weight < 0:
-            raise ValueError("dss.rationale_weight and dss.label_weight must be >= 0")
+            raise ConfigError("dss.rationale_weight and dss.label_weight must be >= 0", key="dss")
         if self.method == "decompose" and self.decompose.solver == "teacher" and self.teach.teacher.kind != "openai":
-            raise ValueError("decompose.solver: 'teacher' needs an endpoint (teach.teacher.kind: openai)")
+            raise ConfigError("decompose.solver: 'teacher' needs an endpoint (teach.teacher.kind: openai)",
+                              key="decompose.solver")
 
     @property
     def etd_weights(self) -> dict[str, float]:

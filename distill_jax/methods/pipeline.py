@@ -33,7 +33,6 @@ from typing import Callable
 
 from rich.console import Console
 
-from distill_jax import config as config_lib
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem, load_problems
 from distill_jax.data.records import write_jsonl
@@ -50,11 +49,13 @@ from distill_jax.methods.method_config import MethodConfig
 from distill_jax.methods.pad import refine_records
 from distill_jax.methods.records_ops import load_records
 from distill_jax.methods.solvers import make_solver
-from distill_jax.methods.stages import Stages, copy_seed_problems
+from distill_jax.methods import preflight
+from distill_jax.methods.stages import (Stage, Stages, config_keys, copy_seed_problems, eval_files, prompt_files,
+                                        seed_inputs, teach_keys, teach_outputs)
+from distill_jax.reasoning.sandbox import configure_sandbox
 from distill_jax.teacher.generate import teach
 from distill_jax.train.config import TrainConfig
 from distill_jax.train.loop import train
-from distill_jax.train.runtime import prepare_runtime
 
 
 # ------------------------------------------------------------------------------------------- records
@@ -141,12 +142,15 @@ def train_config(cfg: MethodConfig, run: Path) -> TrainConfig:
     return dataclasses.replace(cfg.train, run_dir=str(student_dir(run)), data=data)
 
 
-def _evaluate(cfg: MethodConfig, run: Path, seeds: list[Problem]) -> dict:
-    styles = cfg.eval_styles()
-    base = EvalConfig(run_dir=str(student_dir(run)), benchmarks=cfg.eval.benchmarks, problems=cfg.eval.problems,
-                      styles=styles or ("decomp",), vote=cfg.eval.vote, limit=cfg.eval.limit,
-                      data_dir=cfg.eval.data_dir, report=False, decoding=cfg.eval.decoding)
-    metrics = evaluate(base) if styles else []
+def _eval_config(cfg: MethodConfig, run: Path, progress: bool = True) -> EvalConfig:
+    return EvalConfig(run_dir=str(student_dir(run)), benchmarks=cfg.eval.benchmarks, problems=cfg.eval.problems,
+                      styles=cfg.eval_styles() or ("decomp",), vote=cfg.eval.vote, limit=cfg.eval.limit,
+                      data_dir=cfg.eval.data_dir, report=False, decoding=cfg.eval.decoding, progress=progress)
+
+
+def _evaluate(cfg: MethodConfig, run: Path, progress: bool) -> dict:
+    base = _eval_config(cfg, run, progress)
+    metrics = evaluate(base) if cfg.eval_styles() else []
     if cfg.method == "pad" and cfg.pad.stepwise:
         metrics += pipeline_eval.stepwise_eval(base, cfg.pad)
     if cfg.method == "decompose":
@@ -163,45 +167,75 @@ def _preamble(cfg: MethodConfig, records: dict, results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None) -> dict:
-    """Run (or resume) every stage; returns what RUN/results.json holds."""
+def check_method(cfg: MethodConfig) -> None:
+    """Everything wrong with the config that can be known before any work (methods/preflight.py)."""
     if not cfg.eval.problems and not cfg.eval.benchmarks:
-        raise ConfigError("eval.problems or eval.benchmarks must name at least one test set")
-    log = log or Console().print
-    run = Path(cfg.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    config_lib.save_resolved(cfg, run / "config.yaml")
-    stages = Stages(run, log)
-    seed_file = run / "problems" / "seed.jsonl"
+        raise ConfigError("eval.problems or eval.benchmarks must name at least one test set", key="eval.problems")
+    preflight.teach_problems(cfg.teach)
+    preflight.eval_sets(_eval_config(cfg, Path(cfg.run_dir)))
+    preflight.train_devices(train_config(cfg, Path(cfg.run_dir)))
 
-    stages.run("seed_problems", lambda: copy_seed_problems(
-        cfg.teach.problems, cfg.teach.data_dir, cfg.teach.limit, seed_file))
-    seeds = load_problems(str(seed_file))
+
+def method_stages(cfg: MethodConfig, run: Path, stages: Stages, progress: bool = True) -> list[Stage]:
+    """seed_problems -> teach -> records -> train -> eval -> report, each with the keys and files it reads."""
+    seed_file = run / "problems" / "seed.jsonl"
+    seeds = lambda: load_problems(str(seed_file))  # noqa: E731  (read when a stage needs them, after the copy)
     teach_cfg = dataclasses.replace(cfg.teach, run_dir=str(run), round=0, limit=None, styles=cfg.teach_styles())
-    if cfg.teach.teacher.dry_run:  # an estimate only: no stage is marked done, nothing after it runs
-        estimate = teach(teach_cfg, seeds).estimate
-        log(f"dry run, nothing sent: {json.dumps(estimate, indent=2)}")
-        return {"method": cfg.method, "dry_run": estimate}
-    prepare_runtime(cfg.train)  # a run that needs an accelerator fails here, before paying for teacher calls
-    stages.run("teach", lambda: teach(teach_cfg, seeds, progress=True).to_dict()["styles"])
+    teacher_calls = cfg.teach.teacher.kind == "openai"
+    solver_calls = teacher_calls and cfg.method == "decompose" and cfg.decompose.solver == "teacher"
 
     def build_records() -> dict:
-        summary = _RECORDS[cfg.method](cfg, run, seeds)
+        summary = _RECORDS[cfg.method](cfg, run, seeds())
         write_json_atomic(run / "records" / "summary.json", summary)
         if not sum(summary["kept"].values()):
             raise ConfigError(f"{cfg.method}: no training records kept ({summary}); see {run / 'rejects'}")
         return summary
 
-    records = stages.run("records", build_records)
-    trained = stages.run("train", lambda: dataclasses.asdict(train(train_config(cfg, run))))
-    accuracy = stages.run("eval", lambda: _evaluate(cfg, run, seeds))
-
     def report() -> dict:
-        results = {"method": cfg.method, "records": records, "train": trained, "eval": accuracy}
+        records, accuracy = stages.result("records"), stages.result("eval")
+        results = {"method": cfg.method, "records": records, "train": stages.result("train"), "eval": accuracy}
         write_json_atomic(run / "results.json", results)
         path = write_report(run, title=f"distill_jax {cfg.method}: {run.name}",
                             preamble=_preamble(cfg, records, accuracy))
         return {"results": str(run / "results.json"), "report": str(path)}
 
-    stages.run("report", report)
+    method_keys = ("method", cfg.method)
+    return [
+        Stage("seed_problems", lambda: copy_seed_problems(cfg.teach.problems, cfg.teach.data_dir, cfg.teach.limit,
+                                                          seed_file),
+              **seed_inputs(cfg.teach), outputs=["problems/seed.jsonl"]),
+        Stage("teach", lambda: teach(teach_cfg, seeds(), progress=progress).to_dict()["styles"],
+              keys={**teach_keys(cfg), "teach.styles": list(teach_cfg.styles)}, files=prompt_files(cfg.teach),
+              outputs=teach_outputs(0), paid=teacher_calls),
+        Stage("records", build_records,
+              keys={**config_keys(cfg, *method_keys, "teach.verify_timeout_s"),
+                    **(teach_keys(cfg) if solver_calls else {})},
+              outputs=["records", f"rejects/{cfg.method}"], paid=solver_calls),
+        Stage("train", lambda: dataclasses.asdict(train(dataclasses.replace(train_config(cfg, run),
+                                                                            progress=progress and cfg.train.progress))),
+              keys=config_keys(cfg, "train", exclude=("train.run_dir", "train.data.rationales")),
+              outputs=["train/student"]),
+        Stage("eval", lambda: _evaluate(cfg, run, progress),
+              keys=config_keys(cfg, "eval", *method_keys, exclude=("eval.problems", "eval.data_dir")),
+              files=eval_files("eval", cfg.eval.benchmarks, cfg.eval.problems, cfg.eval.data_dir),
+              outputs=["train/student/eval"], paid=solver_calls),
+        Stage("report", report, outputs=["results.json", "report.md", "plots"]),
+    ]
+
+
+def run_method(cfg: MethodConfig, log: Callable[[str], None] | None = None, restart_from: str | None = None,
+               progress: bool = True) -> dict:
+    """Run (or resume) every stage; returns what RUN/results.json holds. A stage whose inputs changed since it
+    ran reruns (with every later one); one that paid for teacher calls only with `restart_from` (stages.py)."""
+    configure_sandbox(cfg.sandbox)
+    check_method(cfg)
+    log = log or Console().print
+    run = Path(cfg.run_dir)
+    if cfg.teach.teacher.dry_run:  # an estimate only: nothing is written, no stage runs
+        teach_cfg = dataclasses.replace(cfg.teach, run_dir=str(run), round=0, styles=cfg.teach_styles())
+        estimate = teach(teach_cfg).estimate
+        log(f"dry run, nothing sent: {json.dumps(estimate, indent=2)}")
+        return {"method": cfg.method, "dry_run": estimate}
+    stages = Stages(run, log, restart_from)
+    stages.run_all(method_stages(cfg, run, stages, progress), cfg)
     return json.loads((run / "results.json").read_text(encoding="utf-8"))

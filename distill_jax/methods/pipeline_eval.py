@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from distill_jax.evaluate.config import DecodingConfig, EvalConfig
+from distill_jax.evaluate.config import EvalConfig
 from distill_jax.evaluate.evaluate import available_steps
 from distill_jax.evaluate.results import Benchmark, load_benchmarks, write_result
 from distill_jax.evaluate.student import Student, decode_mesh, decode_outputs, load_student
@@ -37,8 +37,8 @@ def _students(cfg: EvalConfig):
         yield step, load_student(cfg.model or cfg.run_dir, step), benchmarks, mesh
 
 
-def _first_outputs(student: Student, inputs: list[str], decoding: DecodingConfig, mesh: Any) -> list[str]:
-    return [outs[0] for outs in decode_outputs(student, inputs, decoding, mesh)] if inputs else []
+def _first_outputs(student: Student, inputs: list[str], cfg: EvalConfig, mesh: Any) -> list[str]:
+    return [outs[0] for outs in decode_outputs(student, inputs, cfg.decoding, mesh, cfg.progress)] if inputs else []
 
 
 # ------------------------------------------------------------------------------------ PaD step-wise beam
@@ -67,7 +67,7 @@ def stepwise_eval(cfg: EvalConfig, pad: PadSection) -> list[dict]:
     for step, student, benchmarks, mesh in _students(cfg):
         for bench in benchmarks:
             inputs = [student_input(p.question, "pot") for p in bench.problems]
-            samples = decode_outputs(student, inputs, sampling, mesh)
+            samples = decode_outputs(student, inputs, sampling, mesh, cfg.progress)
             best = [stepwise_beam(line_tree(outs), p.question, pad.beam, pad.max_steps, lm_weight=pad.lm_weight)[0]
                     for p, outs in zip(bench.problems, samples)]
             answers = get_style("pot").answers([b.program for b in best])
@@ -103,12 +103,12 @@ def decompose_eval(cfg: EvalConfig, method: MethodConfig, run: Path) -> list[dic
     out = []
     for step, student, benchmarks, mesh in _students(cfg):
         for bench in benchmarks:
-            texts = _first_outputs(student, [decomposer_input(p.question) for p in bench.problems], cfg.decoding, mesh)
+            texts = _first_outputs(student, [decomposer_input(p.question) for p in bench.problems], cfg, mesh)
             plans = [subquestions(t) for t in texts]
             solvers: dict[str, Callable] = {method.decompose.solver: make_solver(method, run, bench.problems)}
             if method.decompose.student_solver:
                 solvers["student"] = lambda items, s=student: _first_outputs(
-                    s, [solver_input(q, subs) for q, subs in items], cfg.decoding, mesh)
+                    s, [solver_input(q, subs) for q, subs in items], cfg, mesh)
             for name, fn in solvers.items():
                 out.append(_score_plans(cfg, step, bench, f"decomp+{name}", plans, texts, fn))
     return out

@@ -12,7 +12,8 @@ from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem
 from distill_jax.methods.decompose import SymbolicSolver, decomposer_target
 from distill_jax.methods.method_config import MethodConfig
-from distill_jax.teacher.generate import LLMTeacher, TeachConfig, open_client
+from distill_jax.teacher.teach_config import TeachConfig
+from distill_jax.teacher.teachers import LLMTeacher, open_client
 from distill_jax.teacher.parse import clean_subanswers
 
 

@@ -4,7 +4,8 @@ The pool starts this file as a script (`python -P -S -s -B _sandbox_worker.py '<
 environment, so it imports nothing but the standard library. The tests import it for `screen`.
 
 Protocol: one JSON request per line on the pipe that was fd 0 ({"code": str, "timeout_s": float}), one JSON
-reply per line on the pipe that was fd 1. The first line written is {"ready": true} (or {"fatal": "..."}).
+reply per line on the pipe that was fd 1. The first line written is {"ready": true, <confinement>} (ids, rlimits,
+whether a new fd can be opened) or {"fatal": "..."}.
 JSON rather than pickle because the parent must never unpickle what a hostile program may have forged.
 
 Defence in depth; each layer assumes the ones before it can be bypassed:
@@ -18,7 +19,8 @@ Defence in depth; each layer assumes the ones before it can be bypassed:
    (`fractions.sys` would hand out sys); `operator.attrgetter`/`methodcaller` are left out (attribute access by
    string). Every program gets fresh globals, fresh builtins and fresh module copies; the decimal context is
    reset. Nothing a program can reach survives it, so workers are reused (and still recycled after N programs).
-3. The process: after setup it drops to `nobody` when started as root, and sets rlimits: RLIMIT_AS (memory),
+3. The process: after setup it drops to `nobody` when started as root (and refuses to run programs, unless the
+   user set sandbox.allow_root, where that fails: a root worker escapes RLIMIT_NPROC), and sets rlimits: RLIMIT_AS (memory),
    RLIMIT_CPU (per program), RLIMIT_NPROC=0 (no fork), RLIMIT_NOFILE=0 (no new file or socket), RLIMIT_FSIZE=0
    (no file growth), RLIMIT_CORE=0. fds 0-2 point at /dev/null; program output goes to a capped buffer.
 4. The parent (sandbox.py) kills the worker at the wall-clock deadline and starts a fresh one.
@@ -83,6 +85,7 @@ _SAFE_BUILTINS = (
 
 STDOUT_LIMIT = 10_000  # characters of program output kept
 _VALUE_REPR_LIMIT = 200
+_LINE_SHOWN = 80  # characters of a line that does not parse, in its error
 _ANSWER_LIMIT = 1000  # characters; a longer `ans` is reported as too long
 MEMORY_EXIT_CODE = 3  # the worker ran out of memory outside a program (e.g. while replying)
 
@@ -180,12 +183,20 @@ class _Screen(ast.NodeVisitor):
     visit_Await = visit_AsyncFor = visit_AsyncWith = visit_AsyncFunctionDef
 
 
+def syntax_error(code: str, exc: SyntaxError) -> str:
+    """`syntax error: <why> (line N: '<the line>')`: the line itself, so a truncated program says where."""
+    lines = code.splitlines()
+    if exc.lineno is None or not 1 <= exc.lineno <= len(lines):
+        return f"syntax error: {exc.msg} (line {exc.lineno})"
+    return f"syntax error: {exc.msg} (line {exc.lineno}: {lines[exc.lineno - 1].strip()[:_LINE_SHOWN]!r})"
+
+
 def screen(code: str) -> tuple[ast.Module | None, str | None]:
     """Parse and check a program: (tree, None) when it may run, (None, reason) when not."""
     try:
         tree = ast.parse(code, "<program>")
     except SyntaxError as exc:
-        return None, f"syntax error: {exc.msg} (line {exc.lineno})"
+        return None, syntax_error(code, exc)
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
         return None, f"syntax error: {type(exc).__name__}"
     try:
@@ -316,7 +327,7 @@ class Runner:
         try:
             compiled = compile(tree, "<program>", "exec", dont_inherit=True)
         except SyntaxError as exc:  # e.g. 'return' outside function is found by the compiler, not the parser
-            return {"error": f"syntax error: {exc.msg} (line {exc.lineno})"}
+            return {"error": syntax_error(code, exc)}
         except (RecursionError, MemoryError, ValueError) as exc:
             return {"error": f"syntax error: {type(exc).__name__}"}
         program_builtins = dict(self.builtins, __import__=self._importer())
@@ -353,28 +364,60 @@ class Runner:
         return reply
 
 
-def _drop_privileges() -> None:
-    """Become `nobody` when started as root (RLIMIT_NPROC binds only non-root); best effort in containers."""
-    if os.getuid() != 0:
-        return
+NOBODY = 65534
+
+
+class RootRefused(Exception):
+    """Started as root and cannot leave it, without the user's opt-in: the worker refuses to run programs."""
+
+
+def _drop_privileges(allow_root: bool) -> str | None:
+    """Become `nobody` when started as root: RLIMIT_NPROC does not bind root, and root may raise the other
+    limits back. Fails closed: where that is impossible (a container without CAP_SETUID) RootRefused, unless
+    the user allowed root; returns why the worker is still root (None when it is not)."""
+    if os.getuid() != 0 and os.geteuid() != 0:
+        return None
     try:
         os.setgroups([])
-        os.setgid(65534)
-        os.setuid(65534)
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        reason = None if 0 not in (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) else "still uid/gid 0"
+    except OSError as exc:
+        reason = f"cannot drop to nobody: {exc.strerror or exc}"
+    if reason is not None and not allow_root:
+        raise RootRefused(
+            f"the sandbox worker runs as root and {reason}; programs would run as root, where RLIMIT_NPROC does"
+            " not bind and the other limits can be raised back. Set sandbox.allow_root=true in the config (or"
+            " DISTILL_JAX_SANDBOX_ALLOW_ROOT=1) to run them as root anyway, or start as an unprivileged user")
+    return reason
+
+
+def _confinement(root_reason: str | None) -> dict:
+    """What the worker runs under, for the parent's isolation report: ids, limits, and a probe that no new file
+    descriptor (file, socket, pipe) can be made."""
+    try:
+        os.close(os.dup(0))
+        fds_blocked = False
     except OSError:
-        pass
+        fds_blocked = True
+    return {"uid": os.getuid(), "gid": os.getgid(), "root_reason": root_reason, "new_fds_blocked": fds_blocked,
+            "rlimits": {name: resource.getrlimit(getattr(resource, name))[0] for name in _limits(0)}}
+
+
+def _limits(memory_mb: int) -> dict[str, int]:
+    return {
+        "RLIMIT_AS": memory_mb * 2**20,
+        "RLIMIT_NPROC": 0,  # no fork, no thread
+        "RLIMIT_FSIZE": 0,  # SIGXFSZ on any write to a file
+        "RLIMIT_CORE": 0,
+        "RLIMIT_NOFILE": 0,  # no open(), socket() or pipe() succeeds
+    }
 
 
 def _limit_process(memory_mb: int) -> None:
     """Lowering a limit is always allowed, so a failure here is a real error (reported as fatal)."""
-    for which, value in [
-        (resource.RLIMIT_AS, memory_mb * 2**20),
-        (resource.RLIMIT_NPROC, 0),  # no fork, no thread
-        (resource.RLIMIT_FSIZE, 0),  # SIGXFSZ on any write to a file
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_NOFILE, 0),  # no open(), socket() or pipe() succeeds
-    ]:
-        resource.setrlimit(which, (value, value))
+    for name, value in _limits(memory_mb).items():
+        resource.setrlimit(getattr(resource, name), (value, value))
 
 
 def _limit_cpu(timeout_s: float) -> None:
@@ -404,14 +447,18 @@ def main(settings: dict) -> int:
         runner = Runner(settings.get("stdout_limit", STDOUT_LIMIT))
         for name in _INTERNAL_IMPORTS:  # imported now: no file can be opened once the limits are set
             __import__(name)
-        _drop_privileges()
+        root_reason = _drop_privileges(bool(settings.get("allow_root")))
         _limit_process(settings["memory_mb"])
+        confinement = _confinement(root_reason)
         gc.collect()
         gc.freeze()
+    except RootRefused as exc:
+        send({"fatal": str(exc)})
+        return 1
     except Exception as exc:  # noqa: BLE001 - report why the worker cannot start
         send({"fatal": f"{type(exc).__name__}: {exc}"})
         return 1
-    send({"ready": True})
+    send({"ready": True, **confinement})
     while True:
         line = requests.readline()
         if not line:

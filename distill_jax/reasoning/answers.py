@@ -22,6 +22,10 @@ Decimals, never binary floats. A fraction whose decimal does not terminate (1/3)
 and SingleEq; `answers_match` absorbs the rounding. Values whose integer part has more than 100 digits
 are rejected (None): no word problem needs them and they would only cost time.
 
+Cut-off texts (`cut_off`): a rationale that ends right after its answer marker, inside `\\boxed{`, on a dangling
+operator or separator, or (with no marker at all) mid-sentence or on an operation without its result is a
+reject, not a last-number guess: a teacher reply truncated at max_tokens or a student stopped at max_new_tokens.
+
 Comparison (`answers_match`): two numbers match when |pred - gold| <= 1e-6 (absolute) OR
 |pred - gold| <= 1e-4 * |gold| (relative). Why: AddSub/SingleEq gold answers are binary-float decimals
 such as `0.6666666666666666`, `1.8333333333333335` or `0.8333333333333334` (see the data README's known
@@ -223,6 +227,60 @@ def extract_answer(text: str) -> str | None:
             return canonical(value)
     value = _last_number(text)
     return None if value is None else canonical(value)
+
+
+# --- cut-off texts -----------------------------------------------------------------------------------------
+# A text's last character when an equation or a sentence was cut (`**` closes markdown bold: not an operator).
+_DANGLING_OPERATOR = re.compile(r"(?:[=+\-−–/×÷^(\[{]|(?<!\*)\*|\\times|\\cdot|\\div|\\frac)\s*$")
+_DANGLING_SEPARATOR = re.compile(r"[,:;]\s*$")
+# `... 48 + 24` at the end: an operation whose result never came (a fraction `3/4` has no spaces around `/`).
+_OPEN_OPERATION = re.compile(
+    r"[\d)]\s*(?:[+\-−*×÷^]|\s/\s|\\times|\\cdot)\s*\(?\s*\\?\$?\s?\d[\d,]*(?:\.\d+)?\s*$")
+_LAST_WORD = re.compile(r"[A-Za-z]+\s*$")
+_MARKER_TAIL = " \t\n*:$\\"  # what may sit between a marker and its number
+
+
+def _open_boxed(text: str) -> bool:
+    """Whether the last `\\boxed{` is never closed."""
+    found = list(_BOXED.finditer(text))
+    if not found:
+        return False
+    depth = 0
+    for m in _BRACE.finditer(text, found[-1].end() - 1):
+        depth += 1 if m.group() == "{" else -1
+        if depth == 0:
+            return False
+    return True
+
+
+def cut_off(text: str) -> str | None:
+    """Why a free-text rationale reads as cut off before its final answer (a teacher reply truncated at
+    max_tokens, a student stopped at max_new_tokens), or None. Only endings a finished text does not have:
+    - an answer marker with nothing after it (`... The answer is`), or a `\\boxed{` never closed;
+    - a dangling operator, `=`, `,`, `:` or `(` at the very end (`... 48 + 24 =`, `The answer is 1,`);
+    - without any answer marker: a sentence's last word (`... so she has 72 apples in`), or an operation
+      without its result (`... she sold 48 + 24`). With a marker a last word is the answer's unit
+      (`The answer is 72 apples`)."""
+    stripped = text.rstrip()
+    if not stripped:
+        return None
+    if _open_boxed(stripped):
+        return "cut off: inside \\boxed{"
+    markers = list(_MARKERS.finditer(stripped))
+    if markers and not stripped[markers[-1].end():].strip(_MARKER_TAIL):
+        return f"cut off: after {markers[-1].group().strip()!r}"
+    for pattern, where in ((_DANGLING_OPERATOR, "mid-equation"), (_DANGLING_SEPARATOR, "mid-sentence")):
+        dangling = pattern.search(stripped)
+        if dangling:
+            return f"cut off: {where} (ends with {dangling.group().strip()!r})"
+    if markers or _boxed_contents(stripped):  # the answer is stated: `The answer is 72 apples` is finished
+        return None
+    if _OPEN_OPERATION.search(stripped):
+        return "cut off: mid-equation (an operation without its result)"
+    word = _LAST_WORD.search(stripped)
+    if word:
+        return f"cut off: mid-sentence (ends with {word.group().strip()!r})"
+    return None
 
 
 def _as_fraction(s: str) -> Fraction | None:

@@ -26,22 +26,19 @@ like `x^2 = 49` means 7. Non-real solutions are dropped.
 """
 from __future__ import annotations
 
-import atexit
 import json
 import keyword
 import os
 import re
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from multiprocessing.connection import wait
-from typing import Callable
+
+from distill_jax.reasoning.worker_pool import Lost, ProgressFn, SharedPool, WorkerPool, WorkerStartError
 
 MAX_TEXT_CHARS = 5_000
 MAX_EQUATIONS = 60
+_LINE_SHOWN = 80  # characters of a rejected line, in its error
 _MEMORY_LIMIT = 1 << 30  # bytes of address space per worker; sympy answers word problems in ~100 MB
-_START_TIMEOUT_S = 60.0
 
 _ALLOWED = re.compile(r"[A-Za-z0-9_.,+\-*/^()= \t]*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -62,18 +59,23 @@ class EquationError(ValueError):
     pass
 
 
-def _check(lineno: int, line: str) -> str:
-    """`line` when it is arithmetic/equation text; EquationError naming the line otherwise."""
+def _at(lineno: int, raw: str, reason: str) -> str:
+    """`line N: <reason>: '<the line as written>'`, so a rejected (e.g. truncated) rationale says where."""
+    return f"line {lineno}: {reason}: {raw.strip()[:_LINE_SHOWN]!r}"
+
+
+def _check(line: str) -> str:
+    """`line` when it is arithmetic/equation text; EquationError with the reason otherwise."""
     if not _ALLOWED.fullmatch(line) or "," in line:
         bad = sorted(set(re.sub(r"[A-Za-z0-9_.+\-*/^()= \t]", "", line)))
-        raise EquationError(f"line {lineno}: not an equation (characters {''.join(bad)!r})")
+        raise EquationError(f"not an equation (characters {''.join(bad)!r})")
     if "=" not in line:
-        raise EquationError(f"line {lineno}: not an equation (no '=')")
+        raise EquationError("not an equation (no '=')")
     for name in _NAME.findall(line):
         if "__" in name or keyword.iskeyword(name):
-            raise EquationError(f"line {lineno}: name {name!r} not allowed")
+            raise EquationError(f"name {name!r} not allowed")
     if _ADJACENT_NAMES.search(line):
-        raise EquationError(f"line {lineno}: not an equation (words side by side)")
+        raise EquationError("not an equation (words side by side)")
     return line
 
 
@@ -93,10 +95,12 @@ def _lines(text: str) -> list[tuple[int, str]]:
         line = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), line)
         # `x = 3, y = 4` / `x = 3; y = 4`: several equations on one line.
         parts = [p.strip() for p in re.split(r"[;,]", line) if p.strip()]
-        if len(parts) > 1 and all("=" in p for p in parts):
-            out += [(lineno, _check(lineno, p)) for p in parts]
-        elif line:
-            out.append((lineno, _check(lineno, line)))
+        if not (len(parts) > 1 and all("=" in p for p in parts)):
+            parts = [line] if line else []
+        try:
+            out += [(lineno, _check(p)) for p in parts]
+        except EquationError as e:
+            raise EquationError(_at(lineno, raw, str(e))) from None
     if not out:
         raise EquationError("no equations")
     if len(out) > MAX_EQUATIONS:
@@ -155,6 +159,7 @@ def _solve_in_process(text: str) -> EquationResult:
         lines = _lines(text)
     except EquationError as e:
         return EquationResult(None, str(e))
+    raw_lines = text.splitlines()
     symbols: dict[str, sympy.Symbol] = {}
     equations = []
     for lineno, line in lines:
@@ -165,9 +170,9 @@ def _solve_in_process(text: str) -> EquationResult:
             exprs = [parse_expr(side, local_dict=dict(symbols), global_dict=dict(global_dict),
                                 transformations=transformations) for side in sides]
         except Exception as e:  # noqa: BLE001 - any parser failure is the text's fault
-            return EquationResult(None, f"line {lineno}: cannot parse ({type(e).__name__})")
+            return EquationResult(None, _at(lineno, raw_lines[lineno - 1], f"cannot parse ({type(e).__name__})"))
         if any(not isinstance(x, sympy.Expr) for x in exprs):
-            return EquationResult(None, f"line {lineno}: not an arithmetic expression")
+            return EquationResult(None, _at(lineno, raw_lines[lineno - 1], "not an arithmetic expression"))
         # `a = b = 3` chains: every side equals the next; an equation is kept as `left - right` (= 0).
         equations += [exprs[i] - exprs[i + 1] for i in range(len(exprs) - 1)]
     if "ans" not in symbols:
@@ -238,136 +243,47 @@ def _worker_main() -> None:
         print(json.dumps({"answer": result.answer, "error": result.error}), flush=True)
 
 
-class SolverError(RuntimeError):
+class SolverError(WorkerStartError):
     """The pool itself cannot work (a worker does not start); never raised for anything a text does."""
 
 
-class _Worker:
-    """A `python -c` subprocess (not multiprocessing: no re-import of the caller's __main__, no fork of a
-    process that may hold JAX threads) speaking JSON lines over its pipes."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from distill_jax.reasoning.equations import _worker_main; _worker_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            start_new_session=True,
-        )
-        self.stdout = self.proc.stdout
-        self.ready = False
-        self.started = time.monotonic()
-        self.task: tuple[int, float] | None = None  # (index, deadline)
-
-    def send(self, index: int, text: str, timeout_s: float) -> None:
-        self.proc.stdin.write(json.dumps({"text": text}) + "\n")
-        self.proc.stdin.flush()
-        self.task = (index, time.monotonic() + timeout_s)
-
-    def receive(self) -> dict | None:
-        line = self.stdout.readline()
-        try:
-            return json.loads(line) if line else None
-        except ValueError:
-            return None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-
 class SolverPool:
-    """Persistent sympy workers; `solve(texts)` keeps each text under its own deadline, in parallel."""
+    """Persistent sympy workers on the shared worker pool (worker_pool.py: per-text deadlines, restarts)."""
 
     def __init__(self, workers: int = 1) -> None:
-        self.workers = [_Worker() for _ in range(max(1, workers))]
+        self._pool = WorkerPool(
+            [sys.executable, "-c", "from distill_jax.reasoning.equations import _worker_main; _worker_main()"],
+            workers, name="equation", error=SolverError)
+        self.size = self._pool.size
 
     def close(self) -> None:
-        for w in self.workers:
-            w.kill()
-        self.workers = []
+        self._pool.close()
 
     def solve(self, texts: list[str], timeout_s: float = 2.0,
-              progress: Callable[[int, int], None] | None = None) -> list[EquationResult]:
+              progress: ProgressFn | None = None) -> list[EquationResult]:
         """Results in input order; timeout_s is wall-clock per text, from the moment a worker gets it."""
-        results: list[EquationResult | None] = [None] * len(texts)
-        pending = list(range(len(texts)))[::-1]
-        done = 0
-
-        def finish(worker: _Worker, result: EquationResult) -> None:
-            nonlocal done
-            results[worker.task[0]] = result
-            worker.task = None
-            done += 1
-            if progress:
-                progress(done, len(texts))
-
-        while done < len(texts):
-            now = time.monotonic()
-            for w in self.workers:
-                if w.ready and w.task is None and pending:
-                    i = pending.pop()
-                    w.send(i, texts[i], timeout_s)
-            deadlines = [w.task[1] if w.task else w.started + _START_TIMEOUT_S for w in self.workers]
-            readable = wait([w.stdout for w in self.workers], timeout=max(0.0, min(deadlines) - now))
-            now = time.monotonic()
-            for k, w in enumerate(self.workers):
-                if w.stdout in readable:
-                    reply = w.receive()
-                    if reply is None:  # died: memory limit or a crash
-                        if w.task is None:
-                            raise SolverError("an equation worker exited before it was ready")
-                        finish(w, EquationResult(None, "memory"))
-                        self.workers[k] = self._replace(w)
-                    elif reply.get("ready"):
-                        w.ready = True
-                    elif w.task is not None:
-                        finish(w, EquationResult(reply.get("answer"), reply.get("error")))
-                elif w.task is not None and now >= w.task[1]:
-                    finish(w, EquationResult(None, "timeout"))
-                    self.workers[k] = self._replace(w)
-                elif not w.ready and now >= w.started + _START_TIMEOUT_S:
-                    raise SolverError(f"an equation worker did not start within {_START_TIMEOUT_S:.0f} s")
-        return results  # type: ignore[return-value]
-
-    @staticmethod
-    def _replace(worker: _Worker) -> _Worker:
-        worker.kill()
-        return _Worker()
+        replies = self._pool.run([{"text": t} for t in texts], timeout_s, progress)
+        return [_result_from_reply(r) for r in replies]
 
 
-_shared: SolverPool | None = None
+def _result_from_reply(reply: dict | Lost) -> EquationResult:
+    if isinstance(reply, Lost):  # a dead worker is one that hit its address-space limit
+        return EquationResult(None, "timeout" if reply.timeout else "memory")
+    answer, error = reply.get("answer"), reply.get("error")
+    return EquationResult(None if answer is None else str(answer), None if error is None else str(error))
 
 
-def _pool(workers: int | None = None) -> SolverPool:
-    """The process-wide pool (its sympy imports are paid once); resized when a caller names another size."""
-    global _shared
-    size = max(1, workers or min(8, os.cpu_count() or 1))
-    if _shared is None or (workers is not None and len(_shared.workers) != size):
-        if _shared is not None:
-            _shared.close()
-        _shared = SolverPool(size)
-    return _shared
-
-
-@atexit.register
-def _close_shared_pool() -> None:
-    if _shared is not None:
-        _shared.close()
+_shared = SharedPool(lambda size, _key: SolverPool(size), lambda: min(8, os.cpu_count() or 1))
 
 
 def solve_equations(text: str, timeout_s: float = 2.0) -> EquationResult:
     """Solve one EoT rationale on the shared pool (started on first use) under a wall-clock deadline."""
-    return _pool().solve([text], timeout_s)[0]
+    return _shared.get().solve([text], timeout_s)[0]
 
 
 def solve_many(texts: list[str], timeout_s: float = 2.0, workers: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> list[EquationResult]:
+               progress: ProgressFn | None = None) -> list[EquationResult]:
     """Solve many rationales on the shared pool of `workers` processes (None: CPU count, at most 8)."""
     if not texts:
         return []
-    return _pool(workers).solve(list(texts), timeout_s, progress)
+    return _shared.get(workers).solve(list(texts), timeout_s, progress)

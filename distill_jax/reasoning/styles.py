@@ -2,7 +2,8 @@
 
 | style  | output text                                               | answer from                        |
 |--------|-----------------------------------------------------------|------------------------------------|
-| cot    | steps in words ending `The answer is N.`                  | answers.extract_answer             |
+| cot    | steps in words ending `The answer is N.`                  | answers.extract_answer (a text     |
+|        |                                                           | answers.cut_off finds cut: reject) |
 | pot    | a Python program setting `ans` (or `solution()`)          | sandbox.run_programs               |
 | eot    | equations, one per line, `ans = ...`                      | equations.solve_many               |
 | kp_cot | `Core question: ... Key information: ... Solution: <CoT>` | the Solution section, as cot       |
@@ -13,8 +14,10 @@
 
 Programs come from teachers as they write them: inside ```python fences (the first python fence is the
 program) or bare with prose before/after (`Here is the code:` ... `The answer is 42.`); prose lines around a
-bare program (lines that neither compile alone nor open a block) are dropped from both ends. A program that sets no `ans` but prints is read from
-its output: the last number printed (`print(total)` is how many teachers end).
+bare program (see `_is_prose`: words, not broken code) are dropped from both ends. Programs run as written:
+a line that does not parse (`ans = 30 +`, a program cut off at max_new_tokens) is a syntax error naming the
+line, never dropped. A program that sets no `ans` but prints is read from its output: the last number printed
+(`print(total)` is how many teachers end).
 
 Distilling step-by-step trains two tasks on one input: `student_input(q, "dss")` is the label task
 (`[dss] q`, the one evaluated) and `student_input(q, "dss", task="rationale")` the rationale task
@@ -28,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from distill_jax.reasoning.answers import extract_answer
+from distill_jax.reasoning.answers import cut_off, extract_answer
 
 _FENCE = re.compile(r"```")
 # `Solution:` may start a line or follow the key information on the same line; markdown bold allowed.
@@ -50,6 +53,10 @@ def _no_number() -> StyleAnswer:
 
 
 def _text_answer(text: str) -> StyleAnswer:
+    """The answer of a free-text rationale; a text cut off before its answer is a reject (answers.cut_off)."""
+    reason = cut_off(text)
+    if reason is not None:
+        return StyleAnswer(None, reason)
     answer = extract_answer(text)
     return StyleAnswer(answer, None) if answer is not None else _no_number()
 
@@ -65,20 +72,39 @@ def _compiles(code: str) -> bool:
     return True
 
 
+# Markdown, list markers and symbols a prose line may start with (`**Answer:**`, `- Note`, `1. First`, `✅ Done`).
+_LINE_LEAD = re.compile(r"(?:[*_>#`(\[-]+[ \t]*|\d+[.)][ \t]+|[^\x00-\x7f\w][ \t]*)*")
+_NUMBER_THEN_WORD = re.compile(r"\d[\d,.]*[ \t]+(?!(?:if|else|for|and|or|in|not)\b)[^\W\d_]")  # `72 clips.`
+_WORD = re.compile(r"[^\W\d_][\w'’]*(?:-[^\W\d_][\w'’]*)*")
+# What follows a line's first word when the line is code: a call or index (no space before the bracket, as
+# code is written: `Code (Python):` is prose), an attribute, an assignment or an operator.
+_CODE_AFTER_WORD = re.compile(r"[(\[]|\.\w|[ \t]*(?:[=+\-*/%@&|^<>~]|:=)")
+_STATEMENT_WORDS = frozenset(keyword.kwlist) | {"match", "case"}
+
+
 def _is_prose(line: str) -> bool:
-    """A top-level line that is not code by itself and opens no block (`Here is the code:` is prose)."""
+    """A top-level line of natural language around a bare program (`Here is the code:`, `Sure!`, `The answer
+    is 8.`, `**Output:**`, `---`): it does not compile and starts with a word that starts no statement and is
+    not followed by code. A broken line of code is not prose (`ans = 30 +`, `= 20`, `print(ans`,
+    `for i in range`): it stays in the program, which then fails to parse."""
     if not line.strip():
         return True
-    if line[0].isspace():
+    if line[0].isspace() or _compiles(line):
         return False
-    words = line.split()
-    if line.rstrip().endswith(":") and keyword.iskeyword(words[0].rstrip(":")):
+    body = line[_LINE_LEAD.match(line).end():]
+    if not body.strip():  # only markdown (`---`, `**`), unless a bracket may open a cut-off expression
+        return not re.search(r"[(\[]", line)
+    if _NUMBER_THEN_WORD.match(body):  # a number then a word is no statement (`42 is the answer.`)
+        return True
+    word = _WORD.match(body)
+    if word is None or word.group() in _STATEMENT_WORDS:
         return False
-    return not _compiles(line)
+    return not _CODE_AFTER_WORD.match(body, word.end())
 
 
 def extract_program(text: str) -> str:
-    """The program in a teacher/student output: the fenced code, or a bare program with its prose stripped."""
+    """The program in a teacher/student output: the fenced code, or a bare program with the prose lines before
+    and after it stripped. Nothing else is dropped: a line that does not parse stays and fails the program."""
     from distill_jax.reasoning.sandbox import extract_code
 
     if _FENCE.search(text):
@@ -92,8 +118,7 @@ def extract_program(text: str) -> str:
         start += 1
     while end > start and _is_prose(lines[end - 1]):
         end -= 1
-    block = "\n".join(lines[start:end]) + "\n"
-    return block if start < end and _compiles(block) else text
+    return "\n".join(lines[start:end]) + "\n" if start < end else text
 
 
 def _solution_section(text: str) -> str | None:

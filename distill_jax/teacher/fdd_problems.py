@@ -12,8 +12,11 @@ from pathlib import Path
 from distill_jax.config import ConfigError
 from distill_jax.data.problems import Problem
 from distill_jax.data.records import write_jsonl
-from distill_jax.teacher.generate import LLMTeacher, OfflineTeacher, TeachConfig, open_client, verify
+from distill_jax.teacher.parse import parse_new_problem
 from distill_jax.teacher.prompts import FDD_TEMPLATES
+from distill_jax.teacher.teach_config import TeachConfig
+from distill_jax.teacher.teachers import LLMTeacher, OfflineTeacher, teacher_session
+from distill_jax.teacher.verification import verify
 
 
 def new_problems(problems: list[Problem], kind: str, cfg: TeachConfig) -> list[Problem]:
@@ -23,18 +26,14 @@ def new_problems(problems: list[Problem], kind: str, cfg: TeachConfig) -> list[P
     Accepted problems go to RUN/problems/r{round}/fdd_{kind}.jsonl, the others (with reason) to
     RUN/rejects/r{round}/fdd_{kind}.jsonl (both rebuilt each call; requests come from the cache on reruns).
     """
-    from distill_jax.teacher.parse import parse_new_problem
-
     if kind not in FDD_TEMPLATES:
         raise ConfigError(f"fdd kind must be one of {', '.join(FDD_TEMPLATES)}, got {kind!r}")
-    client = open_client(cfg) if cfg.teacher.kind == "openai" else None
-    teacher: OfflineTeacher | LLMTeacher = LLMTeacher(cfg, client) if client else OfflineTeacher(cfg)
-    try:
+    with teacher_session(cfg) as teacher:
         # (parent, index, the new problem or None, the generator's own answer, why there is none)
         candidates: list[tuple[Problem, int, Problem | None, str | None, str | None]] = []
         pairs = [(p, j) for p in problems for j in range(cfg.fdd.per_problem)]
         if isinstance(teacher, LLMTeacher):
-            results = client.run_sync(teacher.new_problem_requests(problems, kind))
+            results = teacher.client.run_sync(teacher.new_problem_requests(problems, kind))
             for (parent, j), result in zip(pairs, results):
                 parsed = parse_new_problem(result.text or "") if result.error is None else None
                 if parsed is None or not hasattr(parsed, "question"):
@@ -48,9 +47,6 @@ def new_problems(problems: list[Problem], kind: str, cfg: TeachConfig) -> list[P
                 new = dataclasses.replace(new, id=_fdd_id(parent, kind, cfg.round, j), source=f"fdd_{kind}")
                 candidates.append((parent, j, new, new.answer, None))
         return _vote(cfg, kind, teacher, candidates)
-    finally:
-        if client is not None:
-            client.cache.close()
 
 
 def _fdd_id(parent: Problem, kind: str, round_: int, j: int) -> str:

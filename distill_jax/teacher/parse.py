@@ -11,6 +11,8 @@ import ast
 import re
 from dataclasses import dataclass
 
+from distill_jax.reasoning.styles import extract_program
+
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
 _CHATTER = re.compile(
     r"^(sure|certainly|of course|okay|ok|absolutely|great|here(?:'s| is| are)|below is|let(?:'s| us| me)|"
@@ -118,31 +120,31 @@ def _is_print(stmt: str) -> bool:
 
 
 def clean_program(raw: str) -> Parsed:
-    """The longest leading run of code that parses and assigns `ans` (or defines PAL's `solution()`, which
-    then gets `ans = solution()`); prose before or after it, prints and comment lines are dropped."""
+    """The program as written, prose before and after it dropped (reasoning.styles.extract_program): a line
+    that does not parse rejects the whole completion (a reply cut off at max_tokens must not become a shorter,
+    wrong target). It must assign `ans` or define PAL's `solution()`, which then gets `ans = solution()`;
+    top-level prints and comment lines are dropped."""
     body = unfence(raw, prefer=("python", "py", "python3"))
     lines = _normalise_lines(body)
-    start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), None)
-    if start is None:
+    if not any(_CODE_START.match(line) for line in lines):
         return _fail("no program (no assignment found)")
-    lines = lines[start:]
-    for end in range(len(lines), 0, -1):
-        chunk = "\n".join(lines[:end])
-        try:
-            tree = ast.parse(chunk)
-        except SyntaxError:
-            continue
-        has_ans, pal = _has_ans(tree), _defines_solution(tree)
-        if not (has_ans or pal):
-            continue
-        kept = [line for line in lines[:end] if line.strip() and not _is_print(line)]
-        if not has_ans:  # PAL style `def solution(): ... return x`: the target still sets `ans`
-            calls = re.compile(r"^(?!def\s)\S.*\bsolution\(\)")  # a top-level `x = solution()` or print
-            kept = [line for line in kept if not calls.match(line)] + ["ans = solution()"]
-        # Comment-only lines teach the student nothing the names do not say; they only lengthen targets.
-        kept = [line for line in kept if not line.lstrip().startswith("#")]
-        return Parsed("\n".join(kept))
-    return _fail("no program that parses and assigns ans")
+    program = extract_program("\n".join(lines))
+    try:
+        tree = ast.parse(program)
+    except SyntaxError as e:
+        bad = program.splitlines()[e.lineno - 1] if e.lineno and e.lineno <= len(program.splitlines()) else ""
+        return _fail(f"syntax error: {e.msg} (line {e.lineno}: {bad.strip()!r})")
+    has_ans, pal = _has_ans(tree), _defines_solution(tree)
+    if not (has_ans or pal):
+        return _fail("no program that parses and assigns ans")
+    # Only top-level prints go: one inside a block may be all of its body.
+    kept = [line for line in program.splitlines() if line.strip() and not (line[0] != " " and _is_print(line))]
+    if not has_ans:  # PAL style `def solution(): ... return x`: the target still sets `ans`
+        calls = re.compile(r"^(?!def\s)\S.*\bsolution\(\)")  # a top-level `x = solution()` or print
+        kept = [line for line in kept if not calls.match(line)] + ["ans = solution()"]
+    # Comment-only lines teach the student nothing the names do not say; they only lengthen targets.
+    kept = [line for line in kept if not line.lstrip().startswith("#")]
+    return Parsed("\n".join(kept))
 
 
 def clean_equations(raw: str) -> Parsed:

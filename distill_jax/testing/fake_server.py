@@ -1,12 +1,20 @@
-"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks (a test tool, not a teacher).
+"""A real OpenAI-compatible HTTP server on loopback for tests, benchmarks and trying a config offline (a test
+tool, not a teacher).
 
-It answers `POST /v1/chat/completions` (with `n`), the Batch API endpoints (`POST /v1/files`,
-`POST /v1/batches`, `GET /v1/batches/{id}`, `GET /v1/files/{id}/content`) and `GET /_stats`, with
-configurable latency and faults on demand (a queue, optionally matched on the last user message): 429 with
-Retry-After, 429 insufficient_quota, 500, 503, 401 (echoing the key, as real servers partly do, so tests can
-check scrubbing), 400, context-length errors, timeouts, dropped connections, malformed JSON, truncated
-bodies, empty choices, fewer choices than `n`. It counts requests per cache-relevant content (model,
-messages, params; `n` excluded) so tests can prove nothing was paid twice, and records the auth headers seen.
+It answers `POST /v1/chat/completions` (with `n`), `GET /v1/models`, the Batch API endpoints
+(`POST /v1/files`, `POST /v1/batches`, `GET /v1/batches[/{id}]`, `GET /v1/files/{id}/content`) and
+`GET /_stats`, with configurable latency and faults on demand (a queue, optionally matched on the last user
+message): 429 with Retry-After and/or x-ratelimit-* headers, 429 insufficient_quota, 500, 503, 401 (echoing
+the key, as real servers partly do, so tests can check scrubbing), 400, context-length errors, timeouts,
+dropped connections, malformed JSON, truncated bodies, empty choices, fewer choices than `n`.
+
+Protocol variety a real endpoint shows: TLS (`ssl=` an `ssl.SSLContext`, e.g. from a `trustme` test CA),
+IPv6 (`host="::1"`), bodies sent with `Transfer-Encoding: chunked`, a server that ignores `n`
+(`max_choices=1`) or rejects it (`supports_n=False`), and Azure OpenAI's shape (`azure=True`:
+`/openai/deployments/{deployment}/chat/completions?api-version=...` with an `api-key` header).
+
+It counts requests per cache-relevant content (model, messages, params; `n` excluded) so tests can prove
+nothing was paid twice, and records every request line and the auth headers seen.
 
     python -m distill_jax.testing.fake_server --port 0 --latency-ms 100    # prints the port, serves until killed
     curl http://127.0.0.1:PORT/_stats                                        # {"received", "served", ...}
@@ -15,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.parser
+import email.policy
 import importlib
 import json
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -26,8 +37,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
 
-from distill_jax.teacher.client import ChatRequest
+from distill_jax.teacher.request import ChatRequest
 
 FAULT_KINDS = ("429", "quota", "500", "503", "401", "400", "context_length", "timeout", "drop", "malformed",
                "truncated", "empty", "few_choices")
@@ -53,6 +65,7 @@ class Fault:
     retry_after: str | None = None  # Retry-After header value for 429/503 (seconds or an HTTP date)
     match: str | None = None  # only requests whose last user message contains this
     times: int = 1
+    headers: dict[str, str] = field(default_factory=dict)  # extra reply headers (x-ratelimit-*)
 
 
 @dataclass
@@ -64,20 +77,34 @@ class Reply:
     action: str | None = None  # "drop": close without a reply; "hang": sleep then drop; "truncate": half a body
 
 
+@dataclass
+class Seen:
+    """One request as the server saw it."""
+
+    method: str
+    path: str  # without the query
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names; the auth headers are in `FakeServer.auth_headers` only
+
+
 class FakeServer:
     """Runs on its own asyncio loop in a daemon thread: one thread serves every connection, so latency is a
     non-blocking sleep and the server is not the bottleneck of the client benchmark."""
 
     def __init__(self, port: int = 0, latency_s: float = 0.0, reply: ReplyFn | None = None, supports_n: bool = True,
                  max_choices: int | None = None, hang_s: float = 5.0, batch_line_s: float = 0.0,
-                 api_key: str | None = None, chunked: bool = False, host: str = "127.0.0.1"):
-        self.host, self._port, self.chunked = host, port, chunked
+                 api_key: str | None = None, chunked: bool = False, host: str = "127.0.0.1",
+                 ssl: ssl.SSLContext | None = None, azure: bool = False,
+                 models: tuple[str, ...] = ("fake-model",)):
+        self.host, self._port, self.chunked, self.ssl, self.azure = host, port, chunked, ssl, azure
         self.latency_s, self.reply = latency_s, reply or default_reply
         self.supports_n, self.max_choices, self.hang_s = supports_n, max_choices, hang_s
-        self.batch_line_s, self.api_key = batch_line_s, api_key
+        self.batch_line_s, self.api_key, self.models = batch_line_s, api_key, models
         self.received: Counter[str] = Counter()  # content key -> chat requests received (any outcome)
         self.served: Counter[str] = Counter()  # content key -> choices returned successfully (paid samples)
         self.auth_headers: list[str] = []
+        self.seen: list[Seen] = []
+        self.connections = 0
         self.batches_created = 0
         self.files_uploaded = 0
         self._faults: list[Fault] = []
@@ -94,15 +121,21 @@ class FakeServer:
         return self._port
 
     @property
+    def origin(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.ssl else 'http'}://{host}:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        """The base URL a client is given (with azure=True: the Azure endpoint, without /openai)."""
+        return self.origin if self.azure else f"{self.origin}/v1"
 
     def start(self) -> "FakeServer":
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-openai")
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._connection, self.host, self._port), self._loop).result()
+            asyncio.start_server(self._connection, self.host, self._port, ssl=self.ssl), self._loop).result()
         self._port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -125,35 +158,47 @@ class FakeServer:
         self.stop()
 
     def add_fault(self, kind: str, retry_after: str | float | None = None, match: str | None = None,
-                  times: int = 1) -> None:
+                  times: int = 1, headers: dict[str, str] | None = None) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
         with self._lock:
-            self._faults.append(Fault(kind, None if retry_after is None else str(retry_after), match, times))
+            self._faults.append(Fault(kind, None if retry_after is None else str(retry_after), match, times,
+                                      dict(headers or {})))
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"received": dict(self.received), "served": dict(self.served), "batches_created":
                     self.batches_created, "files_uploaded": self.files_uploaded,
-                    "requests": sum(self.received.values()), "auth_headers": len(self.auth_headers)}
+                    "requests": sum(self.received.values()), "auth_headers": len(self.auth_headers),
+                    "connections": self.connections}
 
     # --- HTTP/1.1 on asyncio streams ------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
+        with self._lock:
+            self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                method, path = lines[0].split(" ")[:2]
+                method, target = lines[0].split(" ")[:2]
                 headers = {}
                 for line in lines[1:]:
                     if ":" in line:
                         name, value = line.split(":", 1)
                         headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = await _read_chunked(reader)
+                else:
+                    body = await reader.readexactly(int(headers.get("content-length") or 0))
+                parts = urlsplit(target)
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                with self._lock:
+                    self.seen.append(Seen(method, parts.path, query, {k: v for k, v in headers.items()
+                                                                      if k not in ("authorization", "api-key")}))
                 try:
-                    reply = await self._handle(method, path, headers, body)
+                    reply = await self._handle(method, parts.path, query, headers, body)
                 except Exception as e:  # a broken reply function: say so instead of hanging up
                     reply = Reply(500, _error(f"fake server error: {e!r}", "server_error"))
                 if reply.action == "hang":
@@ -183,15 +228,41 @@ class FakeServer:
             self._tasks.discard(task)
             writer.close()
 
-    async def _handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
-        if method == "GET":
-            return self._get(path)
-        auth = headers.get("authorization")
+    def _route(self, path: str, query: dict[str, str]) -> tuple[str | None, Reply | None]:
+        """The OpenAI path (/v1/...) a request means, or the error reply for a path this server does not serve.
+        Azure: /openai/deployments/{deployment}/chat/completions and /openai/{files,batches,models}, each with
+        an api-version query; the deployment stands in for the model."""
+        if path == "/_stats":
+            return path, None
+        if not self.azure:
+            return (path, None) if path.startswith("/v1/") else (None, Reply(404, _error(f"no route {path}",
+                                                                                       "not_found")))
+        if not query.get("api-version"):
+            return None, Reply(404, _error("Resource not found (no api-version)", "404"))
+        if path.startswith("/openai/deployments/"):
+            rest = path[len("/openai/deployments/"):].split("/", 1)
+            return ("/v1/" + rest[1], None) if len(rest) == 2 else (None, Reply(404, _error("no route", "404")))
+        if path.startswith("/openai/"):
+            return "/v1/" + path[len("/openai/"):], None
+        return None, Reply(404, _error(f"no route {path}", "404"))
+
+    async def _handle(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+                      raw: bytes) -> Reply:
+        route, refusal = self._route(path, query)
+        if refusal is not None:
+            return refusal
+        if route == "/_stats":
+            return Reply(200, self.stats())
+        auth = headers.get("api-key") if self.azure else headers.get("authorization")
         if auth:
             with self._lock:
                 self.auth_headers.append(auth)
-        if self.api_key is not None and auth != f"Bearer {self.api_key}":
+        expected = self.api_key if self.azure else f"Bearer {self.api_key}"
+        if self.api_key is not None and auth != expected:
             return Reply(401, _error(f"Incorrect API key provided: {auth}", "invalid_request_error"))
+        if method == "GET":
+            return self._get(route)
+        path = route
         if path == "/v1/files":
             fields = _parse_multipart(headers.get("content-type", ""), raw)
             file_id = f"file-{uuid.uuid4().hex[:12]}"
@@ -217,8 +288,14 @@ class FakeServer:
         return self.complete(body, key=key) if fault is None else self._fault(fault, body, auth, key)
 
     def _get(self, path: str) -> Reply:
-        if path == "/_stats":
-            return Reply(200, self.stats())
+        if path == "/v1/models":
+            return Reply(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0,
+                                                            "owned_by": "fake"} for m in self.models]})
+        if path == "/v1/batches":
+            with self._lock:
+                data = json.loads(json.dumps(list(reversed(self._batches.values()))))
+            return Reply(200, {"object": "list", "data": data, "has_more": False,
+                               "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
         if path.startswith("/v1/batches/"):
             with self._lock:
                 batch = self._batches.get(path.rsplit("/", 1)[1])
@@ -243,7 +320,7 @@ class FakeServer:
 
     def _fault(self, fault: Fault, body: dict, auth: str | None, key: str) -> Reply:
         kind = fault.kind
-        retry = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+        retry = {**({"Retry-After": fault.retry_after} if fault.retry_after is not None else {}), **fault.headers}
         if kind == "429":
             return Reply(429, _error("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
                          headers=retry)
@@ -341,17 +418,23 @@ def _error(message: str, kind: str, code: str | None = None) -> dict:
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
-    if "boundary=" not in content_type:
+    """form-data fields by name (the standard library's MIME parser)."""
+    if not content_type.startswith("multipart/"):
         return {}
-    boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
-    fields = {}
-    for part in body.split(b"--" + boundary):
-        head, sep, value = part.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        name = head.split(b'name="', 1)[1].split(b'"', 1)[0].decode() if b'name="' in head else ""
-        fields[name] = value[:-2] if value.endswith(b"\r\n") else value
-    return fields
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + body)
+    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+            for part in message.iter_parts()}
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    out = bytearray()
+    while (size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)) > 0:
+        out += await reader.readexactly(size)
+        await reader.readexactly(2)
+    while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+        pass
+    return bytes(out)
 
 
 def _load_reply(spec: str) -> ReplyFn:
@@ -371,10 +454,19 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"queue a fault for the next chat request (repeatable); kinds: {', '.join(FAULT_KINDS)}")
     p.add_argument("--batch-line-ms", type=float, default=0.0, help="batch processing time per line")
     p.add_argument("--chunked", action="store_true", help="send bodies with Transfer-Encoding: chunked")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (::1 for IPv6)")
+    p.add_argument("--azure", action="store_true", help="Azure OpenAI's paths, api-version query and api-key header")
+    p.add_argument("--certfile", default=None, help="serve HTTPS with this PEM certificate chain (and --keyfile)")
+    p.add_argument("--keyfile", default=None)
     args = p.parse_args(argv)
+    context = None
+    if args.certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.certfile, args.keyfile)
     server = FakeServer(args.port, args.latency_ms / 1000, _load_reply(args.reply) if args.reply else None,
                         supports_n=not args.no_n, max_choices=args.max_choices, api_key=args.api_key,
-                        batch_line_s=args.batch_line_ms / 1000, chunked=args.chunked)
+                        batch_line_s=args.batch_line_ms / 1000, chunked=args.chunked, host=args.host,
+                        ssl=context, azure=args.azure)
     for spec in args.fault:
         kind, _, retry_after = spec.partition(":")
         server.add_fault(kind, retry_after or None)

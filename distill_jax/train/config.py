@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from distill_jax.config import RUNTIME, ConfigError
 from distill_jax.train.batches import DataConfig
 from distill_jax.train.optim import OptimConfig
 from distill_jax.train.sharding import MeshConfig
@@ -31,40 +32,53 @@ class TrainConfig:
     model: ModelInitConfig = ModelInitConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
-    mesh: MeshConfig = MeshConfig()
+    mesh: MeshConfig = dataclasses.field(default=MeshConfig(), metadata=RUNTIME)  # the result is the same math
     batch_size: int = 32  # global, over all hosts and devices (and all grad_accum microbatches)
     steps: int | None = None  # exactly one of steps / epochs
     epochs: float | None = None
     eval_every: int = 200  # steps; 0 = only at the end
-    checkpoint_every: int = 500  # steps; a final checkpoint is always written
-    keep: int = 3  # latest checkpoints kept
+    checkpoint_every: int = dataclasses.field(default=500, metadata=RUNTIME)  # steps; a final one is always written
+    keep: int = dataclasses.field(default=3, metadata=RUNTIME)  # latest checkpoints kept
     keep_best: int = 0  # plus the N best by eval loss (each checkpoint then runs an eval first)
-    log_every: int = 10
-    resume: bool = True  # continue from RUN/ckpt's latest step when there is one
-    async_checkpoint: bool = True
-    distributed: bool | None = None  # None: initialise jax.distributed when the environment says multi-process
+    log_every: int = dataclasses.field(default=10, metadata=RUNTIME)
+    resume: bool = dataclasses.field(default=True, metadata=RUNTIME)  # continue from RUN/ckpt's latest step
+    async_checkpoint: bool = dataclasses.field(default=True, metadata=RUNTIME)
+    # None: initialise jax.distributed when the environment says multi-process
+    distributed: bool | None = dataclasses.field(default=None, metadata=RUNTIME)
     # fail before any work when JAX would run on the CPU; None: on for multi-process runs (train/runtime.py)
-    require_accelerator: bool | None = None
-    progress: bool = True  # rich progress bar (process 0)
+    require_accelerator: bool | None = dataclasses.field(default=None, metadata=RUNTIME)
+    progress: bool = dataclasses.field(default=True, metadata=RUNTIME)  # rich progress bar (process 0)
 
     def __post_init__(self) -> None:
         if not self.run_dir:
-            raise ValueError("run_dir must be set")
+            raise ConfigError("run_dir must be set", key="run_dir")
         if (self.steps is None) == (self.epochs is None):
-            raise ValueError(f"set exactly one of steps / epochs (got steps={self.steps}, epochs={self.epochs})")
+            raise ConfigError(f"set exactly one of steps / epochs (got steps={self.steps}, epochs={self.epochs})",
+                              key="steps")
         if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise ConfigError(f"steps must be >= 1, got {self.steps}", key="steps")
         if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}", key="epochs")
         for name in ("batch_size", "checkpoint_every", "keep", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", key=name)
         for name in ("eval_every", "keep_best"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", key=name)
         if self.batch_size % self.optim.grad_accum:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of optim.grad_accum "
-                             f"{self.optim.grad_accum}")
+            raise ConfigError(f"batch_size {self.batch_size} is not a multiple of optim.grad_accum "
+                              f"{self.optim.grad_accum}", key="batch_size")
 
 
-__all__ = ["ModelInitConfig", "TrainConfig"]
+def check_devices(cfg: TrainConfig, n_devices: int) -> None:
+    """The batch must split evenly over the data-parallel devices (and grad_accum microbatches): checked from the
+    config and the device count alone, before the run directory, the tokenizer or the data are touched."""
+    data, fsdp, _ = cfg.mesh.resolve(n_devices)
+    dp = data * fsdp
+    if cfg.batch_size % (dp * cfg.optim.grad_accum):
+        raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of data-parallel size {dp} x "
+                          f"optim.grad_accum {cfg.optim.grad_accum} ({n_devices} devices, mesh "
+                          f"{dataclasses.asdict(cfg.mesh)})", key="batch_size")
+
+
+__all__ = ["ModelInitConfig", "TrainConfig", "check_devices"]

@@ -28,12 +28,13 @@ from distill_jax.config import ConfigError, save_resolved
 from distill_jax.data.records import DataError
 from distill_jax.model.hf import load_hf, read_config
 from distill_jax.model.t5 import T5Config, init_params
-from distill_jax.model.tokenizer import Tokenizer, train_tokenizer
+from distill_jax.model.tokenizer import META_FILE, Tokenizer, train_tokenizer
+from distill_jax.model.vocab import grow_for_tokenizer, grown_config
 from distill_jax.progress import progress_bar
 from distill_jax.train import batches as B
 from distill_jax.train import sharding as S
 from distill_jax.train.checkpoint import Checkpointer, model_meta
-from distill_jax.train.config import TrainConfig
+from distill_jax.train.config import TrainConfig, check_devices
 from distill_jax.train.optim import make_optimizer
 from distill_jax.train.prefetch import Prefetcher
 from distill_jax.train.preemption import StopSignals, TrainingStopped
@@ -76,17 +77,26 @@ def _check_paths(cfg: TrainConfig) -> None:
 
 
 def _tokenizer(cfg: TrainConfig, records: list[dict]):
+    """The given tokenizer when it writes every text verbatim, else RUN/tokenizer: that one with the symbols
+    the texts need added (model/tokenizer.py), or a vocab trained on the texts when none is given."""
     run = Path(cfg.run_dir)
     source = cfg.model.tokenizer or (cfg.model.init if cfg.model.init != "scratch" else None)
+    texts = [B.input_text(r) for r in records] + [r["rationale"] for r in records]
+    target = run / "tokenizer"
     try:
         if source:
-            return Tokenizer.load(source), Path(source)
-        target = run / "tokenizer"
-        if jax.process_index() == 0 and not (target / "spiece.model").is_file():
-            texts = [B.input_text(r) for r in records] + [r["rationale"] for r in records]
+            tok = Tokenizer.load(source)
+            grown = tok.spelling(texts)
+            if grown is tok:
+                return tok, Path(source)
+            if jax.process_index() == 0 and not (target / META_FILE).is_file():
+                grown.save(target)
+        elif jax.process_index() == 0 and not (target / META_FILE).is_file():
             train_tokenizer(texts, target, cfg.model.tokenizer_vocab_size)
         wait_for_processes(f"tokenizer {run.absolute()}", TOKENIZER_TIMEOUT_S)
-        return Tokenizer.load(target), target
+        tok = Tokenizer.load(target)
+        tok.check_targets([r["rationale"] for r in records], [r["_where"] for r in records])
+        return tok, target
     except ValueError as e:  # TokenizerError, sentencepiece's vocab-size complaints
         raise ConfigError(f"model.tokenizer: {e}") from e
 
@@ -105,7 +115,7 @@ def _model_config(cfg: TrainConfig, vocab_size: int):
             raise ConfigError(f"model.overrides: unknown T5Config field(s) {sorted(unknown)}")
         config = T5Config.preset(m.preset, **{"vocab_size": vocab_size, **m.overrides})
     else:
-        config = read_config(m.init)
+        config = grown_config(read_config(m.init), vocab_size)
     config = dataclasses.replace(config, dtype=m.dtype, **(
         {"dropout_rate": m.dropout_rate} if m.dropout_rate is not None else {}))
     if config.vocab_size < vocab_size:
@@ -178,6 +188,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _train(cfg: TrainConfig, signals: StopSignals, started: float) -> TrainResult:
     _check_paths(cfg)
+    check_devices(cfg, jax.device_count())  # before the run dir and the tokenizer exist
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
@@ -230,6 +241,7 @@ def _train(cfg: TrainConfig, signals: StopSignals, started: float) -> TrainResul
         state = create_state(init_fn, state_sh, jax.random.PRNGKey(cfg.seed))
     else:
         _, params = load_hf(cfg.model.init)
+        params = grow_for_tokenizer(params, config, cfg.model.init, tokenizer)
         params = jax.device_put(params, state_sh.params)
         state = create_state(lambda p: init_state(p, tx, cfg.seed), state_sh, params)
 

@@ -60,7 +60,7 @@ def initialize_distributed(distributed: bool | None) -> None:
         except ValueError as e:  # no cluster environment JAX knows ("coordinator_address should be defined")
             raise ConfigError(f"distributed: JAX found no cluster to join ({e}); start every host with "
                               f"scripts/launch_*.sh, or set {ENV_COORDINATOR}, {ENV_NUM_PROCESSES} and "
-                              f"{ENV_PROCESS_ID}") from e
+                              f"{ENV_PROCESS_ID}", key="distributed") from e
 
 
 def accelerator_plugins() -> list[str]:
@@ -89,7 +89,7 @@ def _fail(found: str) -> AcceleratorError:
     else:
         fix = f"fix: {install_command(extra)} ({why})"
     return AcceleratorError(f"require_accelerator: JAX {jax.__version__} would run on the CPU: {found}; {fix}; or set "
-                            "require_accelerator=false to run on the CPU")
+                            "require_accelerator=false to run on the CPU", key="require_accelerator")
 
 
 def check_installed() -> None:
