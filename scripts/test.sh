@@ -3,7 +3,9 @@
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 # 8 virtual CPU devices so mesh tests (data/fsdp/tensor) run without accelerators; must be set before jax loads.
-export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=8}"
+# The suite runs there even where a GPU/TPU build is installed (DISTILL_JAX_ACCEL=cuda13 ...): its meshes and
+# tolerances are the CPU's; benchmarks/gpu_check.py is the check on the accelerator itself.
+export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=8}" JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export PYTHONHASHSEED=0
 # One XLA compilation cache for the run, shared by the pytest workers and the tests' subprocesses: most of the

@@ -73,6 +73,7 @@ def fdd_reference(tmp_path_factory) -> dict:
                   "teacher": {"kind": "symbolic", "error_rate": 0.0}},
         "train": {"run_dir": "-", "steps": 3, "batch_size": 8, "log_every": 1, "eval_every": 0,
                   "checkpoint_every": 100, "progress": False, "async_checkpoint": False,
+                  "require_accelerator": False,  # the 2-process run of tests/test_fdd_multiprocess.py is on CPU
                   "model": {"init": "scratch", "preset": "tiny", "overrides": dict(TINY_OVERRIDES),
                             "tokenizer_vocab_size": 200},
                   # the shapes and optimizer of tests/test_train_loop.py's runs: the same compiled step programs

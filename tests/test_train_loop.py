@@ -1,5 +1,6 @@
-"""`train(cfg)` end to end on a tiny student: resume (in process and after SIGTERM), two processes, NaN stop,
-checkpoint loading, and config errors before any compile.
+"""`train(cfg)` end to end on a tiny student: resume (in process, after a crash, after SIGTERM / Ctrl-C), two
+processes stopped together by a preemption notice to one of them, NaN stop, checkpoint loading, and config errors
+before any compile.
 
 All runs here share one configuration up to run_dir / steps, so the compiled step is the same program:
 the session's persistent compilation cache (tests/conftest.py, inherited by the subprocesses) compiles it once.
@@ -8,8 +9,10 @@ a run with steps=12 (with a decaying schedule the total length is part of the ma
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -55,7 +58,10 @@ def _cfg_dict(env, name: str, tokenizer: Path | None, **top) -> dict:
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
+    """step -> loss from RUN/logs/metrics.jsonl, where every step must appear once (log_every is 1 here)."""
     rows = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert len(steps) == len(set(steps)), f"steps logged twice: {sorted(s for s in steps if steps.count(s) > 1)}"
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
@@ -76,7 +82,7 @@ def reference(env):
 
 def test_reference_run_layout(reference):
     result, run = reference["result"], reference["run"]
-    assert result.stopped == "done" and result.step == STEPS and result.last_checkpoint == STEPS
+    assert result.step == STEPS and result.last_checkpoint == STEPS and result.startup_seconds > 0
     assert sorted(int(p.name) for p in (run / "ckpt").iterdir() if p.name.isdigit()) == [4, 8, 12]
     assert set(reference["losses"]) == set(range(1, STEPS + 1))
     assert reference["losses"][STEPS] < reference["losses"][2]
@@ -99,27 +105,63 @@ def test_stop_and_resume_sees_the_same_batches(env, reference):
     _assert_same_params(load_params(run)[1], reference["params"])
 
 
+def test_resume_after_a_crash_logs_every_step_once(env, reference):
+    """A run killed (SIGKILL: no handler runs) after logging steps 5-6 but saving only step 4: the rerun trains
+    5-6 again and the metrics log holds each step once, with the uninterrupted run's losses."""
+    crashed = from_dict(TrainConfig, _cfg_dict(env, "crashed", reference["tokenizer"], steps=6))
+    train(crashed)
+    run = Path(crashed.run_dir)
+    shutil.rmtree(run / "ckpt" / "6")  # what a kill between the step-6 log row and its checkpoint leaves
+    result = train(from_dict(TrainConfig, _cfg_dict(env, "crashed", reference["tokenizer"])))
+    assert result.step == STEPS
+    assert _losses(run) == reference["losses"]
+    _assert_same_params(load_params(run)[1], reference["params"])
+
+
+def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None or time.time() > deadline:
+            raise AssertionError(f"never saw {what}: {proc.communicate(timeout=30)[0] if proc.poll() is not None else ''}")
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def _processes(procs: list[subprocess.Popen]):
+    """Kill whatever is still running when the test ends, failed or not."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+
+
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_resumes(env, reference):
-    cfg = _cfg_dict(env, "preempted", reference["tokenizer"])
+@pytest.mark.parametrize("signum,code,word", [(signal.SIGTERM, 0, "preempted"), (signal.SIGINT, 130, "interrupted")],
+                         ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_checkpoint_and_resume(env, reference, signum, code, word):
+    """SIGTERM (a spot machine's notice) and Ctrl-C both save the step just taken and stop; the rerun resumes
+    there with the uninterrupted run's batches and parameters, and every step is logged once."""
+    cfg = _cfg_dict(env, f"stopped_{word}", reference["tokenizer"])
     run = Path(cfg["run_dir"])
-    cfg_file = env["root"] / "preempted.yaml"
+    cfg_file = env["root"] / f"stopped_{word}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
     proc_env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "distill_jax.cli", "train", "--config", str(cfg_file)],
                             env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # the handler is installed before config.yaml is written; the first step is seconds of setup later
-    deadline = time.time() + 120
-    while not (run / "config.yaml").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, out
-    assert "preempted at step" in out, out
+    with _processes([proc]):
+        # the handlers are installed before config.yaml is written; the first step is seconds of setup later
+        _wait_for(lambda: (run / "config.yaml").exists(), proc, "config.yaml")
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == code, out
     stopped = Checkpointer(run, read_only=True).latest_step()
     assert stopped is not None and 1 <= stopped < STEPS
+    assert f"{word} at step {stopped}" in out and f"ckpt/{stopped} saved" in out, out
     result = train(from_dict(TrainConfig, cfg))
-    assert result.step == STEPS and result.stopped == "done"
+    assert result.step == STEPS
     assert _losses(run) == reference["losses"]
     _assert_same_params(load_params(run)[1], reference["params"])
 
@@ -131,11 +173,15 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one(env, reference):
-    """2 processes x 4 CPU devices (jax.distributed on 127.0.0.1) = the reference's 8-device data mesh.
-
-    They resume the reference's step-4 checkpoint (a multi-process restore) and train steps 5..12."""
-    cfg = _cfg_dict(env, "multi", reference["tokenizer"])
+def test_two_processes_stop_together_on_one_sigterm_and_resume_exactly(env, reference):
+    """2 processes x 4 CPU devices (jax.distributed on 127.0.0.1, gloo collectives) = the reference's 8-device data
+    mesh. They resume the reference's step-4 checkpoint (a multi-process restore) and train; SIGTERM goes to
+    process 1 only. JAX's preemption sync point makes both save the same step S and exit 0. The rerun (one
+    process, 8 devices) resumes S and trains to S + 2 with exactly the losses and parameters of a run that was
+    never stopped. The run is long enough (LONG steps) that the notice lands before its end on any machine."""
+    long = 400
+    cfg = _cfg_dict(env, "multi", reference["tokenizer"], steps=long, checkpoint_every=long, eval_every=0,
+                    require_accelerator=False)  # a multi-process run on CPU on purpose
     run = Path(cfg["run_dir"])
     shutil.copytree(reference["run"] / "ckpt" / "4", run / "ckpt" / "4")
     cfg_file = env["root"] / "multi.yaml"
@@ -149,13 +195,28 @@ def test_two_processes_train_like_one(env, reference):
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "distill_jax.cli", "train", "--config", str(cfg_file)],
             env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outs = [p.communicate(timeout=400)[0] for p in procs]
+    with _processes(procs):
+        metrics = run / "logs" / "metrics.jsonl"
+        _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2, procs[0], "two steps")
+        procs[1].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(outs)
-    losses = _losses(run)  # process 0 writes the metrics
-    assert sorted(losses) == list(range(5, STEPS + 1))
-    np.testing.assert_allclose([losses[s] for s in range(5, STEPS + 1)],
-                               [reference["losses"][s] for s in range(5, STEPS + 1)], rtol=1e-5)
-    _assert_same_params(load_params(run)[1], reference["params"], rtol=1e-5)
+    said = [re.findall(r"preempted at step (\d+)", out) for out in outs]
+    assert said[0] and said[0] == said[1], "\n---\n".join(outs)  # both processes saved the same step
+    stopped = int(said[0][0])
+    assert 6 <= stopped < long and Checkpointer(run, read_only=True).latest_step() == stopped
+
+    end = stopped + 2
+    resumed = train(from_dict(TrainConfig, {**cfg, "steps": end}))
+    assert resumed.step == end
+    straight = from_dict(TrainConfig, _cfg_dict(env, "multi_straight", reference["tokenizer"], steps=end,
+                                                checkpoint_every=long, eval_every=0))
+    train(straight)
+    losses, reference_losses = _losses(run), _losses(Path(straight.run_dir))
+    assert sorted(losses) == list(range(5, end + 1))  # each step once: 5..S by 2 processes, the rest by one
+    np.testing.assert_allclose([losses[s] for s in range(5, end + 1)],
+                               [reference_losses[s] for s in range(5, end + 1)], rtol=1e-5)
+    _assert_same_params(load_params(run)[1], load_params(straight.run_dir)[1], rtol=1e-5)
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(env, reference):

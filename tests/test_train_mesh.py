@@ -9,6 +9,8 @@ rounding difference into a visible one (seen: 2.5e-5); a real error moves params
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -67,3 +69,31 @@ def test_data_fsdp_tensor_mesh_with_grad_accumulation_matches_one_device(referen
     mu = state.opt_state[1][0].mu["shared"]["embedding"]  # AdamW's first moment follows its parameter
     assert mu.sharding.spec == emb.sharding.spec
 
+
+
+@dataclasses.dataclass(frozen=True)
+class _TpuChipCore:
+    """The attributes jax.make_mesh reads from a TPU device. No TPU here, so the test hands JAX's topology code
+    a v3-8's devices (4 chips in a 2x2 grid, 2 cores each) described the way a TPU runtime describes them."""
+    id: int
+    coords: tuple[int, int, int]
+    core_on_chip: int
+    process_index: int = 0
+    slice_index: int = 0
+    platform: str = "tpu"
+    device_kind: str = "TPU v3"
+
+
+def test_mesh_follows_the_tpu_topology_with_auto_axes():
+    """make_mesh takes jax.make_mesh's topology-aware path: on a v3-8 the data axis runs round the chips' ring
+    (0,1,2,3,6,7,4,5: neighbours share a link), where a plain reshape of the device list would not. The axes are
+    Auto, because the step functions leave the inner shardings to XLA's propagation."""
+    v3_8 = [_TpuChipCore(id=2 * (2 * y + x) + core, coords=(x, y, 0), core_on_chip=core)
+            for y in range(2) for x in range(2) for core in range(2)]
+    mesh = S.make_mesh(S.MeshConfig(data=-1), devices=v3_8)
+    assert [d.id for d in mesh.devices.flat] == [0, 1, 2, 3, 6, 7, 4, 5]
+    assert mesh.axis_names == S.AXES
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,) * 3
+    cpu = S.make_mesh(S.MeshConfig(data=2, fsdp=2, tensor=2))  # CPU devices: in jax.devices() order
+    assert cpu.axis_types == (jax.sharding.AxisType.Auto,) * 3
+    assert [d.id for d in cpu.devices.flat] == [d.id for d in jax.devices()]

@@ -3,6 +3,8 @@
 A verb module exposes `add_arguments(parser)` and `run(args)`; it imports the library, and nothing in the
 library imports this package. Importing only the verb that runs keeps `distill-jax verify` or `teach` free of
 JAX start-up cost, so the teacher side runs on machines without an accelerator stack.
+Every verb shares one persistent XLA compilation cache (train/runtime_env.py), set through the environment
+before the verb's module imports JAX.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 
 from distill_jax.config import ConfigError
 from distill_jax.config_fields import describe
+from distill_jax.train.runtime_env import use_compilation_cache
 
 # verb -> one-line help; the module distill_jax.cli.<verb> owns its arguments and its behaviour.
 VERBS: dict[str, str] = {
@@ -26,6 +29,7 @@ VERBS: dict[str, str] = {
     "demo": "the embedded offline default, end to end",
     "distill": "run a method pipeline (kpdd, etd, pad, dss, decompose)",
     "show": "what a run directory holds: stages, configs, checkpoints, metrics, eval results",
+    "env": "what JAX sees here (backend, devices, versions, flags, caches): paste it into bug reports",
 }
 
 
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"distill-jax: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    use_compilation_cache()
     module = importlib.import_module(f"distill_jax.cli.{verb}")
     config_cls = getattr(module, "CONFIG", None)  # a verb with a config lists its dotted keys under --help
     parser = argparse.ArgumentParser(prog=f"distill-jax {verb}", description=VERBS[verb],
@@ -57,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"distill-jax {verb}: config error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"distill-jax {verb}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or train/preemption.TrainingStopped after its checkpoint
+        print(f"distill-jax {verb}: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     return int(code or 0)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from distill_jax.methods.demo import FULL, QUICK, run_demo, use_compilation_cache
+from distill_jax.methods.demo import FULL, QUICK, run_demo
 from distill_jax.methods.demo_report import findings, write_demo_report
 from distill_jax.train.loop import quiet_checkpoint_logs
 
@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     if args.steps:
         size = dataclasses.replace(size, steps=args.steps, fdd_steps=max(args.steps // 3, 1))
     run_dir = Path(args.out)
-    use_compilation_cache(run_dir)
     start = time.perf_counter()
     command = (f"distill-jax demo{' --quick' if args.quick else ''}{f' --steps {args.steps}' if args.steps else ''}"
                f" --out {args.out}")

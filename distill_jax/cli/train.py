@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # force: an import (transformers, orbax) has already given the root logger a WARNING handler
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     quiet_checkpoint_logs()
     cfg = load(TrainConfig, args.config, list(args.overrides) + (["progress=false"] if args.no_progress else []))
     try:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if jax.process_index() == 0:
         s = result.data_stats
-        print(f"{result.stopped} at step {result.step}; checkpoint {result.last_checkpoint}; "
-              f"eval loss {result.eval_loss}; {result.tokens_per_second:,.0f} target tokens/s; "
+        print(f"done at step {result.step}; checkpoint {result.last_checkpoint}; eval loss {result.eval_loss}; "
+              f"first step after {result.startup_seconds:.1f} s; {result.tokens_per_second:,.0f} target tokens/s; "
               f"{s['truncated']} records truncated, {s['dropped']} dropped; run dir {result.run_dir}")
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -242,13 +241,3 @@ def run_demo(run: Path, size: DemoSize, seed: int, log: Callable[[str], None], r
     results["fdd"]["control"] = stages.result("eval_fdd_control")
     results["fdd_rounds"] = rounds
     return results
-
-
-def use_compilation_cache(run: Path) -> None:
-    """Every student has the same shapes: after the first, its train/eval/decode steps load from this cache,
-    and a rerun of the demo compiles nothing. JAX_COMPILATION_CACHE_DIR in the environment wins."""
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                                                                   str(run / "xla_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -51,7 +51,8 @@ from distill_jax.teacher.generate import teach
 from distill_jax.teacher.teach_config import TeachConfig
 from distill_jax.train.checkpoint import load_params
 from distill_jax.train.config import TrainConfig
-from distill_jax.train.loop import maybe_initialize_distributed, train
+from distill_jax.train.loop import train
+from distill_jax.train.runtime import prepare_runtime, wait_for_processes
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,11 @@ def _new_problems(cfg: FddConfig, run: Path, k: int, seeds: list[Problem]) -> di
             "from_hard": len(split["hard"])}
 
 
+# The other processes wait in the coordination service (no device collective) while process 0 runs a host
+# stage: a teach stage against a rate-limited endpoint can take days.
+HOST_STAGE_TIMEOUT_S = 7 * 24 * 3600
+
+
 class _JobStages:
     """Stages of a job that may span several processes; with one process it is exactly `Stages`."""
 
@@ -191,9 +197,7 @@ class _JobStages:
         return self._after_barrier(name, result)
 
     def _after_barrier(self, name: str, result: Any) -> Any:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"fdd stage {name}")
+        wait_for_processes(f"fdd stage {name}", HOST_STAGE_TIMEOUT_S)
         if self.main:
             return result
         try:
@@ -258,8 +262,9 @@ def run_fdd(cfg: FddConfig, log: Callable[[str], None] | None = None, restart_fr
     A stage whose inputs changed since it ran reruns (with every later one); one that paid for teacher calls
     only with `restart_from` (methods/stages.py)."""
     configure_sandbox(cfg.sandbox)
-    # before any JAX work, so every stage (also of a resumed run) knows which process it is on
-    maybe_initialize_distributed(cfg.train.distributed)
+    # before any JAX work, so every stage (also of a resumed run) knows which process it is on, and a run that
+    # needs an accelerator fails before paying for teacher calls
+    prepare_runtime(cfg.train)
     check_fdd(cfg)
     main = jax.process_index() == 0
     log = (log or Console().print) if main else (lambda _: None)

@@ -19,7 +19,7 @@ from distill_jax.teacher.generate import load_teach_problems
 from distill_jax.teacher.teach_config import TeachConfig
 from distill_jax.teacher.teachers import check_teacher_problems
 from distill_jax.train.config import TrainConfig, check_devices
-from distill_jax.train.loop import maybe_initialize_distributed
+from distill_jax.train.runtime import prepare_runtime
 
 
 @contextmanager
@@ -49,9 +49,10 @@ def eval_sets(cfg: EvalConfig, prefix: str = "eval") -> None:
 
 
 def train_devices(cfg: TrainConfig, prefix: str = "train") -> None:
-    """The batch splits over this machine's (or cluster's) devices: checked before a tokenizer is trained."""
-    maybe_initialize_distributed(cfg.distributed)  # before the first JAX call, so the count is global
+    """An accelerator when the run requires one, and the batch splits over this machine's (or cluster's) devices:
+    checked before a tokenizer is trained."""
     with section(prefix, "batch_size"):
+        prepare_runtime(cfg)  # before the first JAX call: jax.distributed, so the count is global
         check_devices(cfg, jax.device_count())
 
 

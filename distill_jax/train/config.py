@@ -45,6 +45,8 @@ class TrainConfig:
     async_checkpoint: bool = dataclasses.field(default=True, metadata=RUNTIME)
     # None: initialise jax.distributed when the environment says multi-process
     distributed: bool | None = dataclasses.field(default=None, metadata=RUNTIME)
+    # fail before any work when JAX would run on the CPU; None: on for multi-process runs (train/runtime.py)
+    require_accelerator: bool | None = dataclasses.field(default=None, metadata=RUNTIME)
     progress: bool = dataclasses.field(default=True, metadata=RUNTIME)  # rich progress bar (process 0)
 
     def __post_init__(self) -> None:

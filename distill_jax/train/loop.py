@@ -1,20 +1,22 @@
 """`distill-jax train --config FILE.yaml [key=value ...]` and `train(cfg) -> TrainResult` for pipelines.
 
-Order of work: every config value, file and directory is checked, the tokenizer and the data are ready
-and the mesh divides the batch BEFORE anything compiles, so a typo costs seconds, not a compile.
-Then: state created sharded (or restored from RUN/ckpt into the current mesh), one jitted step per
-bucket shape, and the loop: periodic eval loss on the held-out slice, checkpoints, metrics to
-RUN/logs/metrics.jsonl (+ TensorBoard), a NaN/inf loss stops with the last good checkpoint kept, and
-SIGTERM (spot/preemptible machines) saves a checkpoint and returns cleanly.
+Order of work: the accelerator check and jax.distributed come first (train/runtime.py); then every config
+value, file and directory is checked, the tokenizer and the data are ready and the mesh divides the batch
+BEFORE anything compiles, so a typo costs seconds, not a compile. Then: state created sharded (or restored
+from RUN/ckpt into the current mesh), one jitted step per bucket shape, and the loop: periodic eval loss on
+the held-out slice, checkpoints, metrics to RUN/logs/metrics.jsonl (+ TensorBoard).
+
+The host never waits for the device inside the loop: batches are built ahead on a thread (train/prefetch.py)
+and each step's metrics stay on the device until a flush (every log_every steps, before a checkpoint, at the
+end), where one transfer brings the window's metrics and the NaN/inf check runs over each of its steps. A
+checkpoint is only written after that check, so "last good checkpoint" in a divergence message is true.
+SIGTERM, Ctrl-C and a pod-wide preemption save the current step and raise TrainingStopped (train/preemption.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
-import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,15 +36,17 @@ from distill_jax.train import sharding as S
 from distill_jax.train.checkpoint import Checkpointer, model_meta
 from distill_jax.train.config import TrainConfig, check_devices
 from distill_jax.train.optim import make_optimizer
+from distill_jax.train.prefetch import Prefetcher
+from distill_jax.train.preemption import StopSignals, TrainingStopped
+from distill_jax.train.runtime import prepare_runtime, wait_for_processes
 from distill_jax.train.state import create_state, init_state, state_layout
 from distill_jax.train.step import jit_eval_step, jit_train_step
 from distill_jax.train.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
-ENV_COORDINATOR = "DISTILL_JAX_COORDINATOR"
-ENV_NUM_PROCESSES = "DISTILL_JAX_NUM_PROCESSES"
-ENV_PROCESS_ID = "DISTILL_JAX_PROCESS_ID"
+TOKENIZER_TIMEOUT_S = 3600  # process 0 trains the vocabulary while the others wait
+PREFETCH_DEPTH = 2
 
 
 class TrainingDiverged(RuntimeError):
@@ -53,28 +57,12 @@ class TrainingDiverged(RuntimeError):
 class TrainResult:
     run_dir: str
     step: int  # optimizer steps done
-    stopped: str  # "done" | "preempted"
     last_checkpoint: int | None
     eval_loss: float | None
     final_metrics: dict[str, float]
     tokens_per_second: float  # non-pad target tokens / wall time of the loop, compile included
+    startup_seconds: float  # from train() to the first step's result: setup, restore and compile (or cache load)
     data_stats: dict[str, Any]
-
-
-def maybe_initialize_distributed(flag: bool | None) -> None:
-    """jax.distributed.initialize from DISTILL_JAX_* env vars, or JAX's auto-detection when flag is True."""
-    if jax.distributed.is_initialized():
-        return
-    if os.environ.get(ENV_COORDINATOR):
-        try:
-            n, pid = int(os.environ[ENV_NUM_PROCESSES]), int(os.environ[ENV_PROCESS_ID])
-        except (KeyError, ValueError) as e:
-            raise ConfigError(f"{ENV_COORDINATOR} is set, so {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} must be "
-                              f"integers: {e}") from e
-        jax.distributed.initialize(coordinator_address=os.environ[ENV_COORDINATOR], num_processes=n,
-                                   process_id=pid)
-    elif flag:
-        jax.distributed.initialize()  # TPU pods, SLURM, Open MPI: JAX finds the cluster itself
 
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -105,7 +93,7 @@ def _tokenizer(cfg: TrainConfig, records: list[dict]):
                 grown.save(target)
         elif jax.process_index() == 0 and not (target / META_FILE).is_file():
             train_tokenizer(texts, target, cfg.model.tokenizer_vocab_size)
-        _barrier("tokenizer")
+        wait_for_processes(f"tokenizer {run.absolute()}", TOKENIZER_TIMEOUT_S)
         tok = Tokenizer.load(target)
         tok.check_targets([r["rationale"] for r in records], [r["_where"] for r in records])
         return tok, target
@@ -117,13 +105,6 @@ def quiet_checkpoint_logs() -> None:
     """orbax logs every save's thread hand-offs at INFO through absl (dozens of lines per checkpoint), and
     warns that a restore-only manager is read-only each time a checkpoint is loaded for evaluation."""
     logging.getLogger("absl").setLevel(logging.ERROR)
-
-
-def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
 
 
 def _model_config(cfg: TrainConfig, vocab_size: int):
@@ -143,25 +124,44 @@ def _model_config(cfg: TrainConfig, vocab_size: int):
 
 
 # ----------------------------------------------------------------------------------------------- loop
-class _Preemption:
-    """SIGTERM sets a flag; the loop checkpoints at the next step boundary and returns."""
+class _MetricsWindow:
+    """Step metrics kept as device arrays until `check` fetches them in one transfer."""
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.pending: list[tuple[int, dict]] = []  # (step, device metrics) not fetched yet
+        self.fetched: list[tuple[int, dict]] = []  # fetched and finite, not yet in a logged row
+        self.started = time.perf_counter()
+        self.last: dict[str, float] = {}
+        self.tokens = 0.0  # every fetched step's, for the run's tokens/s
 
-    def __enter__(self) -> "_Preemption":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
+    def add(self, step: int, metrics: dict) -> None:
+        self.pending.append((step, metrics))
 
-    def _handle(self, signum, frame) -> None:
-        log.warning("SIGTERM: saving a checkpoint and stopping")
-        self.requested = True
+    def check(self, tracker: Tracker, last_good: str) -> None:
+        """Fetch the pending steps; the first non-finite loss or grad norm stops training."""
+        if not self.pending:
+            return
+        host = jax.device_get([m for _, m in self.pending])
+        for (step, _), m in zip(self.pending, host):
+            m = {k: float(v) for k, v in m.items()}
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                tracker.log(step, {**m, "diverged": 1.0})
+                raise TrainingDiverged(
+                    f"loss {m['loss']} / grad norm {m['grad_norm']} at step {step}: training stopped. Last good "
+                    f"checkpoint: {last_good} (lower optim.learning_rate, raise warmup_steps or set optim.clip_norm)")
+            self.fetched.append((step, m))
+            self.tokens += m["tokens"]
+            self.last = m
+        self.pending = []
 
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+    def row(self) -> dict[str, float]:
+        """The logged row of the fetched steps: mean loss, the last step's other metrics, tokens/s; resets."""
+        now = time.perf_counter()
+        tokens = sum(m["tokens"] for _, m in self.fetched)
+        row = {**self.last, "loss": float(np.mean([m["loss"] for _, m in self.fetched])),
+               "tokens_per_second": tokens / max(now - self.started, 1e-9)}
+        self.fetched, self.started = [], now
+        return row
 
 
 def _progress(enabled: bool, total: int, start: int):
@@ -178,13 +178,15 @@ def _evaluate(eval_fn, params, eval_set: list[dict]) -> float | None:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume) the run in cfg.run_dir. SIGTERM from here on ends in a checkpoint, not a lost run."""
-    maybe_initialize_distributed(cfg.distributed)
-    with _Preemption() as preemption:
-        return _train(cfg, preemption)
+    """Train (or resume) the run in cfg.run_dir. From here on SIGTERM / Ctrl-C end in a checkpoint and
+    TrainingStopped, not a lost run; `require_accelerator` fails before any work."""
+    started = time.perf_counter()
+    prepare_runtime(cfg)
+    with StopSignals() as signals:
+        return _train(cfg, signals, started)
 
 
-def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
+def _train(cfg: TrainConfig, signals: StopSignals, started: float) -> TrainResult:
     _check_paths(cfg)
     check_devices(cfg, jax.device_count())  # before the run dir and the tokenizer exist
     run = Path(cfg.run_dir)
@@ -243,74 +245,77 @@ def _train(cfg: TrainConfig, preemption: _Preemption) -> TrainResult:
         params = jax.device_put(params, state_sh.params)
         state = create_state(lambda p: init_state(p, tx, cfg.seed), state_sh, params)
 
-    log.info("state ready at step %d on mesh %s", int(jax.device_get(state.step)), dict(mesh.shape))
+    start = int(jax.device_get(state.step))
+    log.info("state ready at step %d on mesh %s", start, dict(mesh.shape))
     step_fn = jit_train_step(config, tx, schedule, cfg.optim.grad_accum, state_sh, batch_sh)
     eval_fn = jit_eval_step(config, state_sh.params, batch_sh)
     eval_set = B.eval_batches(eval_ex, buckets, cfg.batch_size, batch_sh, tokenizer.pad_id)
-    tracker = Tracker(run, enabled=main)
-    start = int(jax.device_get(state.step))
+    tracker = Tracker(run, enabled=main, start_step=start)
     last_ckpt = ckpt.latest_step()
-    eval_loss, metrics, stopped = None, {}, "done"
-    window = {"tokens": 0.0, "time": time.perf_counter(), "loss": []}
-    all_tokens, t_start = 0.0, time.perf_counter()
+    eval_loss, startup = None, None
+    window = _MetricsWindow()
     progress, task = _progress(cfg.progress and main, total, start)
+    position = data.position  # where a checkpoint says to continue: the batches consumed, not those built ahead
+    batches = Prefetcher(data, PREFETCH_DEPTH)
+
+    def last_good() -> str:
+        return str(ckpt.directory / str(last_ckpt)) if last_ckpt else "none"
 
     def save(step: int, metrics: dict | None = None) -> None:
         nonlocal last_ckpt
-        ckpt.save(state, data.position, meta, metrics if cfg.keep_best else None)
+        window.check(tracker, last_good())  # never a checkpoint of diverged weights
+        ckpt.save(state, position, meta, metrics if cfg.keep_best else None)
         last_ckpt = step
 
+    def evaluate(step: int) -> float | None:
+        loss = _evaluate(eval_fn, state.params, eval_set)
+        tracker.log(step, {"eval_loss": loss})
+        return loss
+
+    t_loop = time.perf_counter()
     try:
         with progress:
             step = start
             while step < total:
-                state, m = step_fn(state, next(data))
+                batch, position = next(batches)
+                state, m = step_fn(state, batch)
                 step += 1
-                m = {k: float(v) for k, v in jax.device_get(m).items()}
-                if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-                    tracker.log(step, {**m, "diverged": 1.0})
-                    raise TrainingDiverged(
-                        f"loss {m['loss']} / grad norm {m['grad_norm']} at step {step}: training stopped. "
-                        f"Last good checkpoint: {ckpt.directory / str(last_ckpt) if last_ckpt else 'none'} "
-                        f"(lower optim.learning_rate, raise warmup_steps or set optim.clip_norm)")
-                metrics = m
-                window["tokens"] += m["tokens"]
-                window["loss"].append(m["loss"])
-                all_tokens += m["tokens"]
+                window.add(step, m)
+                if startup is None:  # the one wait outside a flush: when the first step (its compile) is done
+                    jax.block_until_ready(m)
+                    startup = time.perf_counter() - started
+                    log.info("first step done %.1f s after start (setup, restore, compile); compilation cache: %s",
+                             startup, jax.config.jax_compilation_cache_dir or "off")
                 if step % cfg.log_every == 0 or step == total:
-                    now = time.perf_counter()
-                    tps = window["tokens"] / max(now - window["time"], 1e-9)
-                    row = {**m, "loss": float(np.mean(window["loss"])), "tokens_per_second": tps,
-                           "epoch": data.position["epoch"]}
+                    window.check(tracker, last_good())
+                    row = {**window.row(), "epoch": position["epoch"]}
                     tracker.log(step, row)
-                    progress.update(task, completed=step, loss=f"{row['loss']:.4f}", tps=f"{tps:,.0f}")
-                    window = {"tokens": 0.0, "time": now, "loss": []}
+                    progress.update(task, completed=step, loss=f"{row['loss']:.4f}",
+                                    tps=f"{row['tokens_per_second']:,.0f}")
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < total and eval_set:
-                    eval_loss = _evaluate(eval_fn, state.params, eval_set)
-                    tracker.log(step, {"eval_loss": eval_loss})
-                if preemption.requested:
+                    eval_loss = evaluate(step)
+                if signals.should_stop(step):
                     save(step)
-                    stopped = "preempted"
-                    break
+                    raise TrainingStopped(signals.cause, step, str(ckpt.directory / str(step)), signals.exit_code)
                 if step % cfg.checkpoint_every == 0 and step < total:
                     fresh = cfg.eval_every and step % cfg.eval_every == 0
                     if cfg.keep_best and eval_set and not fresh:  # best-N ranks checkpoints by eval loss
-                        eval_loss = _evaluate(eval_fn, state.params, eval_set)
-                        tracker.log(step, {"eval_loss": eval_loss})
+                        eval_loss = evaluate(step)
                     save(step, {"eval_loss": eval_loss} if eval_loss is not None else None)
-            else:
-                if eval_set:
-                    eval_loss = _evaluate(eval_fn, state.params, eval_set)
-                    tracker.log(step, {"eval_loss": eval_loss})
-                if last_ckpt != step:
-                    save(step, {"eval_loss": eval_loss} if eval_loss is not None else None)
+            if eval_set:
+                eval_loss = evaluate(step)
+            if last_ckpt != step:
+                save(step, {"eval_loss": eval_loss} if eval_loss is not None else None)
     finally:
+        batches.close()
         ckpt.close()
         tracker.close()
-    elapsed = time.perf_counter() - t_start
-    return TrainResult(run_dir=str(run), step=int(jax.device_get(state.step)), stopped=stopped,
-                       last_checkpoint=last_ckpt, eval_loss=eval_loss, final_metrics=metrics,
-                       tokens_per_second=all_tokens / max(elapsed, 1e-9), data_stats=stats)
+    elapsed = time.perf_counter() - t_loop
+    return TrainResult(run_dir=str(run), step=int(jax.device_get(state.step)), last_checkpoint=last_ckpt,
+                       eval_loss=eval_loss, final_metrics=window.last,
+                       tokens_per_second=window.tokens / max(elapsed, 1e-9),
+                       startup_seconds=startup if startup is not None else time.perf_counter() - started,
+                       data_stats=stats)
 
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "maybe_initialize_distributed"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "TrainingStopped", "train"]

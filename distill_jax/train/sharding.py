@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from distill_jax.config import ConfigError
 
@@ -75,15 +75,15 @@ class MeshConfig:
 
 
 def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A Mesh over all (global) devices, axes ordered data, fsdp, tensor (tensor innermost: fastest links)."""
+    """A Mesh over all (global) devices, axes ordered data, fsdp, tensor (tensor innermost: the fastest links).
+
+    jax.make_mesh orders the devices by the hardware's topology (TPU torus rings, GPUs by their global ids; CPU
+    devices as given). The axes are Auto: the step functions give shardings for their inputs and outputs only
+    and leave the rest to XLA's propagation, which Explicit axes (make_mesh's default since jax 0.9) would not.
+    """
     devices = list(jax.devices() if devices is None else devices)
     shape = cfg.resolve(len(devices))
-    try:
-        # create_device_mesh knows TPU/GPU topologies; it wants the devices in its own order
-        grid = jax.experimental.mesh_utils.create_device_mesh(shape, devices=devices)
-    except Exception:  # CPU or odd shapes: plain row-major order is fine there
-        grid = np.asarray(devices, dtype=object).reshape(shape)
-    return Mesh(grid, AXES)
+    return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
 
 
 def data_parallel_size(mesh: Mesh) -> int:
