@@ -13,7 +13,8 @@ from distill_jax.cli import main as cli_main
 from distill_jax.data import synthetic
 from distill_jax.data.rationale_dataset import CARD, features, write_card, yaml_features
 from distill_jax.data.records import DataError, read_jsonl, write_jsonl
-from distill_jax.teacher.generate import TeacherConfig, TeachConfig, teach
+from distill_jax.teacher.generate import teach
+from distill_jax.teacher.teach_config import TeacherConfig, TeachConfig
 
 STYLES = ("pot", "cot")
 
