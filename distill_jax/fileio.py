@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, TypeVar
+
+T = TypeVar("T", bound="ClosesOnExit")
 
 
 @contextlib.contextmanager
@@ -50,3 +52,16 @@ def sha256_file(path: str | Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+class ClosesOnExit:
+    """`with obj:` calls `obj.close()` at the end: the file-backed writers and stores (JSONL appender, cache)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

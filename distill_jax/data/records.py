@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from distill_jax.fileio import atomic_writer
+from distill_jax.fileio import ClosesOnExit, atomic_writer
 
 RATIONALE_KEYS = ("problem_id", "question", "answer", "style", "rationale", "prediction", "correct", "round")
 
@@ -60,7 +60,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-class JsonlAppender:
+class JsonlAppender(ClosesOnExit):
     """Append rows one at a time, flushed per row; a torn last line from a crash is repaired on open."""
 
     def __init__(self, path: str | Path, fsync: bool = False):
@@ -78,12 +78,6 @@ class JsonlAppender:
 
     def close(self) -> None:
         self._f.close()
-
-    def __enter__(self) -> "JsonlAppender":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def _repair_torn_tail(path: Path) -> None:

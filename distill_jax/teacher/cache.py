@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from distill_jax.fileio import ClosesOnExit
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
@@ -31,7 +33,7 @@ _COLUMNS = "key, model, request, response, usage, finish_reason, created_at"
 _SQL_VARS = 500  # below SQLite's host-parameter limit
 
 
-class ResponseCache:
+class ResponseCache(ClosesOnExit):
     """`get`/`get_many` return {"key", "model", "request", "text", "usage", "finish_reason", "created_at"}."""
 
     def __init__(self, path: str | Path):
@@ -101,12 +103,6 @@ class ResponseCache:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> "ResponseCache":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class TickCommitter:
