@@ -203,7 +203,7 @@ def main() -> int:
         "fresh process of its own, interleaved with the others. CPU is the client process's (all threads).",
         "",
         *([f"The aiohttp rows use aiohttp from {Path(aiohttp_spec.origin).parent.parent} (the SDK's `aiohttp` "
-           f"extra; not in the project's pins).", ""] if with_aiohttp else []),
+           f"extra, pinned in setup.py).", ""] if with_aiohttp else []),
         "| what | wall (median) | runs (s) | efficiency | client CPU per request | load average |",
         "|---|---|---|---|---|---|",
         *rows,
