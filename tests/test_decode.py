@@ -88,13 +88,27 @@ def test_beam_matches_hf(tiny) -> None:
     # and the early-stop heuristic, which the real EOS (rare in a random model) would not reach.
     frequent = int(np.bincount(greedy.ravel()).argmax())
     for eos, penalty in ((1, 1.0), (frequent, 1.0), (frequent, 0.5)):
-        ours = np.asarray(decode.beam_search(params, config, jnp.asarray(ids), jnp.asarray(mask), T, num_beams=4,
+        found = jax.device_get(decode.beams(params, config, jnp.asarray(ids), jnp.asarray(mask), T, num_beams=4,
+                                            length_penalty=penalty, eos_id=eos))
+        best = np.asarray(decode.beam_search(params, config, jnp.asarray(ids), jnp.asarray(mask), T, num_beams=4,
                                              length_penalty=penalty, eos_id=eos))
-        theirs = _hf(model, ids, mask, num_beams=4, length_penalty=penalty, eos_token_id=eos)
-        assert _upto_eos(ours, eos) == _upto_eos(theirs, eos), (eos, penalty)
-        for row in ours.tolist():  # pad after EOS
-            if eos in row:
-                assert set(row[row.index(eos) + 1:]) <= {config.pad_token_id}
+        np.testing.assert_array_equal(best, found.tokens[:, 0])
+        with torch.no_grad():
+            theirs = model.generate(input_ids=torch.tensor(ids, dtype=torch.long),
+                                    attention_mask=torch.tensor(mask, dtype=torch.long), max_new_tokens=T,
+                                    do_sample=False, num_beams=4, num_return_sequences=4, length_penalty=penalty,
+                                    eos_token_id=eos, output_scores=True, return_dict_in_generate=True)
+        # every beam, best first, with HF's sequences_scores
+        hf_seq = theirs.sequences.numpy()[:, 1:]
+        assert _upto_eos(found.tokens.reshape(B * 4, T), eos) == _upto_eos(hf_seq, eos), (eos, penalty)
+        np.testing.assert_allclose(found.scores.reshape(-1), theirs.sequences_scores.numpy(), rtol=1e-4, atol=1e-5)
+        assert np.all(np.diff(found.scores, axis=1) <= 1e-6)  # sorted best first
+        for row, lp, score in zip(found.tokens.reshape(B * 4, T).tolist(), found.token_logprobs.reshape(B * 4, T),
+                                  found.scores.reshape(-1)):
+            n = row.index(eos) + 1 if eos in row else T
+            assert set(row[n:]) <= {config.pad_token_id} and not np.any(lp[n:])  # pad after EOS
+            assert np.all(lp[:n] <= 0)
+            np.testing.assert_allclose(lp[:n].sum() / n ** penalty, score, rtol=1e-4)  # the score they make
 
 
 def test_sampling(gated) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +107,7 @@ def _gather(x: Array, idx: Array) -> Array:
 
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_beams"))
 def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Array, length_penalty: Array, *,
-               config: T5Config, max_new_tokens: int, num_beams: int) -> Array:
+               config: T5Config, max_new_tokens: int, num_beams: int) -> tuple[Array, Array, Array]:
     TRACE_COUNTS["beam"] += 1
     model, ckv, enc_mask = _encode(params, config, input_ids, attention_mask, num_beams)
     b, k, t = input_ids.shape[0], num_beams, max_new_tokens
@@ -115,7 +115,7 @@ def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Arr
     top_mask = jnp.arange(2 * k) < k  # only the best K candidates may finish (HF's top_num_beam_mask)
 
     def body(state):
-        step, run_seq, run_score, fin_seq, fin_score, fin_flag, unsat, _, cache = state
+        step, (run_seq, run_lp), run_score, (fin_seq, fin_lp), fin_score, fin_flag, unsat, _, cache = state
         token = run_seq.reshape(b * k, t)[jnp.arange(b * k), jnp.maximum(step - 1, 0)]
         token = jnp.where(step == 0, config.decoder_start_token_id, token)
         logits, cache = model.apply({"params": params}, token[:, None], step, cache, ckv, enc_mask,
@@ -124,13 +124,16 @@ def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Arr
         vocab = logp.shape[-1]
         cand_score, flat = jax.lax.top_k(logp.reshape(b, k * vocab), 2 * k)
         parent, tok = flat // vocab, (flat % vocab).astype(jnp.int32)
-        cand_seq = _gather(run_seq, parent)
-        cand_seq = jax.lax.dynamic_update_slice(cand_seq, tok[:, :, None], (0, 0, step))
+        cand_seq = jax.lax.dynamic_update_slice(_gather(run_seq, parent), tok[:, :, None], (0, 0, step))
+        # the token's own log-probability: the candidate's summed score less its parent's
+        tok_lp = cand_score - _gather(run_score, parent)
+        cand_lp = jax.lax.dynamic_update_slice(_gather(run_lp, parent), tok_lp[:, :, None], (0, 0, step))
         hits = (tok == eos_id) | (step + 1 >= t)
 
         # Beams that go on: the best K candidates that did not just stop.
         keep = jax.lax.top_k(cand_score + hits * _NEG, k)[1]
-        run_seq, run_score = _gather(cand_seq, keep), _gather(cand_score + hits * _NEG, keep)
+        run_seq, run_lp = _gather(cand_seq, keep), _gather(cand_lp, keep)
+        run_score = _gather(cand_score + hits * _NEG, keep)
         rows = (jnp.arange(b)[:, None] * k + _gather(parent, keep)).reshape(-1)
         cache = jax.tree_util.tree_map(lambda x: x[rows], cache)
 
@@ -141,6 +144,7 @@ def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Arr
         merged_score = jnp.concatenate([fin_score, fin_cand], axis=1)
         best = jax.lax.top_k(merged_score, k)[1]
         fin_seq = _gather(jnp.concatenate([fin_seq, cand_seq], axis=1), best)
+        fin_lp = _gather(jnp.concatenate([fin_lp, cand_lp], axis=1), best)
         fin_score = _gather(merged_score, best)
         fin_flag = _gather(jnp.concatenate([fin_flag, just], axis=1), best)
 
@@ -149,18 +153,19 @@ def _beam_loop(params: Any, input_ids: Array, attention_mask: Array, eos_id: Arr
         best_running = run_score[:, :1] / ((step + 1).astype(jnp.float32) ** length_penalty)
         worst = jnp.where(fin_flag, jnp.min(fin_score, axis=1, keepdims=True), _NEG)
         unsat = unsat & jnp.any(best_running > worst, axis=1)
-        return step + 1, run_seq, run_score, fin_seq, fin_score, fin_flag, unsat, ~jnp.all(hits), cache
+        return step + 1, (run_seq, run_lp), run_score, (fin_seq, fin_lp), fin_score, fin_flag, unsat, \
+            ~jnp.all(hits), cache
 
     def cond(state):
         step, *_, unsat, can_continue, _ = state
         return (step < t) & jnp.any(unsat) & can_continue
 
     run_score = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, _NEG)[None, :], (b, 1)).astype(jnp.float32)
-    empty = jnp.full((b, k, t), pad, jnp.int32)
+    empty = (jnp.full((b, k, t), pad, jnp.int32), jnp.zeros((b, k, t), jnp.float32))
     state = (jnp.int32(0), empty, run_score, empty, jnp.full((b, k), _NEG, jnp.float32), jnp.zeros((b, k), bool),
              jnp.ones((b,), bool), jnp.bool_(True), init_cache(config, b * k, t))
-    fin_seq = jax.lax.while_loop(cond, body, state)[3]
-    return fin_seq[:, 0]
+    _, _, _, (fin_seq, fin_lp), fin_score, *_ = jax.lax.while_loop(cond, body, state)
+    return fin_seq, fin_score, fin_lp
 
 
 def _eos(config: T5Config, eos_id: int | None) -> Array:
@@ -203,13 +208,32 @@ def sample(params: Any, config: T5Config, input_ids: Array, attention_mask: Arra
     return out.reshape(input_ids.shape[0], num_samples, max_new_tokens)
 
 
+class Beams(NamedTuple):
+    """Every beam per input, best first, as t5x's decoder and HF's `num_return_sequences=num_beams` give them.
+
+    tokens int32 [B, K, T] (pad after EOS); scores float32 [B, K]: the summed log-probability divided by the
+    generated length ** length_penalty (HF's `sequences_scores`); token_logprobs float32 [B, K, T]: each
+    token's log-probability given the tokens before it (0 after EOS), summing to the unpenalised score."""
+
+    tokens: Array
+    scores: Array
+    token_logprobs: Array
+
+
+def beams(params: Any, config: T5Config, input_ids: Array, attention_mask: Array, max_new_tokens: int,
+          num_beams: int = 4, length_penalty: float = 1.0, *, eos_id: int | None = None) -> Beams:
+    """Beam search returning all `num_beams` hypotheses per input with their scores (see `Beams`)."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    return Beams(*_beam_loop(params, input_ids, attention_mask, _eos(config, eos_id), jnp.float32(length_penalty),
+                             config=config, max_new_tokens=max_new_tokens, num_beams=num_beams))
+
+
 def beam_search(params: Any, config: T5Config, input_ids: Array, attention_mask: Array, max_new_tokens: int,
                 num_beams: int = 4, length_penalty: float = 1.0, *, eos_id: int | None = None) -> Array:
     """The best beam per input -> int32 [B, max_new_tokens], as HF `generate(num_beams=...)` returns it."""
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    return _beam_loop(params, input_ids, attention_mask, _eos(config, eos_id), jnp.float32(length_penalty),
-                      config=config, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    return beams(params, config, input_ids, attention_mask, max_new_tokens, num_beams, length_penalty,
+                 eos_id=eos_id).tokens[:, 0]
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
@@ -221,13 +245,16 @@ def generate_texts(params: Any, config: T5Config, tokenizer: Any, inputs: Sequen
                    batch_size: int, mode: str = "greedy", *, mesh: Mesh | None = None, rng: Array | None = None,
                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
                    num_beams: int = 4, length_penalty: float = 1.0, buckets: Sequence[int] = DEFAULT_BUCKETS,
-                   param_shardings: Any = None, progress: bool = True) -> list[str] | list[list[str]]:
+                   param_shardings: Any = None, progress: bool = True, all_beams: bool = False) -> list[Any]:
     """Decode every input text; results in input order (a list of `num_samples` texts per input when sampling
-    with num_samples > 1). Inputs are grouped by length bucket and padded to [batch_size, bucket], so each
-    bucket compiles once. With a mesh the batch axis is sharded over its `data` (and `fsdp`) axes and the
-    params are replicated, or placed with `param_shardings` when given."""
+    with num_samples > 1; with mode='beam' and all_beams, a list of `num_beams` BeamText per input, best first).
+    Inputs are grouped by length bucket and padded to [batch_size, bucket], so each bucket compiles once. With a
+    mesh the batch axis is sharded over its `data` (and `fsdp`) axes and the params are replicated, or placed
+    with `param_shardings` when given."""
     if mode not in ("greedy", "sample", "beam"):
         raise ValueError(f"mode must be 'greedy', 'sample' or 'beam', got {mode!r}")
+    if all_beams and mode != "beam":
+        raise ValueError(f"all_beams needs mode='beam', got mode={mode!r}")
     if mode == "sample" and rng is None:
         raise ValueError("mode='sample' needs an explicit rng key")
     batch_axes = tuple(a for a in ("data", "fsdp") if mesh is not None and a in mesh.shape)
@@ -262,16 +289,35 @@ def generate_texts(params: Any, config: T5Config, tokenizer: Any, inputs: Sequen
         if mode == "greedy":
             out = np.asarray(greedy(params, config, ids, mask, max_new_tokens))
         elif mode == "beam":
-            out = np.asarray(beam_search(params, config, ids, mask, max_new_tokens, num_beams, length_penalty))
+            found = jax.device_get(beams(params, config, ids, mask, max_new_tokens, num_beams, length_penalty))
+            out = found.tokens[:, 0]
         else:
             out = np.asarray(sample(params, config, ids, mask, max_new_tokens, jax.random.fold_in(rng, n),
                                     temperature, top_k, top_p, num_samples))
         for r, i in enumerate(rows):
-            if mode == "sample" and num_samples > 1:
+            if all_beams:
+                results[i] = [_beam_text(tokenizer, found.tokens[r, j], found.scores[r, j],
+                                         found.token_logprobs[r, j]) for j in range(num_beams)]
+            elif mode == "sample" and num_samples > 1:
                 results[i] = tokenizer.decode_batch(out[r])
             else:
                 results[i] = tokenizer.decode(out[r].reshape(-1, max_new_tokens)[0])
     return results
+
+
+class BeamText(NamedTuple):
+    """One decoded beam: its text, score (see `Beams`), and its tokens up to EOS with their log-probabilities."""
+
+    text: str
+    score: float
+    tokens: list[int]
+    token_logprobs: list[float]
+
+
+def _beam_text(tokenizer: Any, tokens: np.ndarray, score: np.ndarray, logprobs: np.ndarray) -> BeamText:
+    ids = tokens.tolist()
+    n = ids.index(tokenizer.eos_id) + 1 if tokenizer.eos_id in ids else len(ids)
+    return BeamText(tokenizer.decode(tokens), float(score), ids[:n], logprobs[:n].tolist())
 
 
 def _progress(jobs: list, total: int, enabled: bool):
