@@ -307,3 +307,43 @@ def test_stepwise_beam_over_sampled_programs_prefers_the_grounded_one(world):
     assert [line for line, _ in propose(problem.question, [])] == [bad.splitlines()[0], lines[0]]
     best = stepwise_beam(propose, problem.question, beam=1, max_steps=len(lines) + 1)[0]
     assert best.finished and answers_match(get_style("pot").answer(best.program).answer, problem.answer)
+
+
+def test_beam_proposals_carry_each_lines_log_probability(world):
+    """A beam's token log-probabilities become per-line ones (the newline token ends its line, EOS counts
+    toward the last); the proposer ranks next lines by them, and the verifier still overrules a likelier
+    program with a miscopied number."""
+    from distill_jax.data.problems import load_problems
+    from distill_jax.methods.pad_verify import stepwise_beam
+    from distill_jax.methods.pipeline_eval import beam_line_tree, line_logprobs
+    from distill_jax.model.decode import BeamText
+    from distill_jax.model.tokenizer import Tokenizer
+    from distill_jax.teacher.symbolic import SymbolicTeacher
+
+    tok = Tokenizer.load(world["tokenizer"])
+    problem = next(p for p in load_problems(world["test"]) if SymbolicTeacher().rationale(p, "pot").count("\n") >= 2)
+    good = SymbolicTeacher().rationale(problem, "pot")
+    lines = good.splitlines()
+    first_number = next(t for t in lines[0].replace("=", " ").split() if t.isdigit())
+    bad = "\n".join([lines[0].replace(first_number, str(int(first_number) + 7919), 1)] + lines[1:])
+
+    def beam(text: str, per_token: float) -> BeamText:
+        ids = tok.encode(text)  # ends with EOS
+        assert tok.decode(ids) == text
+        return BeamText(text, 0.0, ids, [per_token] * len(ids))
+
+    # per line: its tokens (newline included) times the per-token log-prob; EOS joins the last line
+    found = line_logprobs(tok, beam(good, -0.5))
+    assert [text for text, _ in found] == lines
+    ids = [i for i in tok.encode(good) if i != tok.eos_id]
+    ends = [n for n in range(len(ids)) if "\n" in tok.decode(ids[:n + 1])[len(tok.decode(ids[:n])):]]
+    sizes = [e - s for s, e in zip([-1] + ends, ends)] + [len(ids) - 1 - ends[-1] + 1]
+    assert [lp for _, lp in found] == pytest.approx([-0.5 * n for n in sizes])
+    assert sum(lp for _, lp in found) == pytest.approx(-0.5 * len(tok.encode(good)))
+
+    propose = beam_line_tree(tok, [beam(bad, -0.1), beam(good, -0.9)])
+    first = propose(problem.question, [])
+    assert [line for line, _ in first] == [bad.splitlines()[0], lines[0]] and first[0][1] > first[1][1]
+    assert [line for line, _ in propose(problem.question, lines[:1])] == [lines[1]]
+    best = stepwise_beam(propose, problem.question, beam=1, max_steps=len(lines) + 1)[0]
+    assert best.finished and best.program == good + "\n"

@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 from distill_jax.config import ConfigError
 from distill_jax.evaluate.calculator import generate_with_calculator
 from distill_jax.evaluate.config import DecodingConfig
-from distill_jax.model.decode import generate_texts
+from distill_jax.model.decode import BeamText, generate_texts
 from distill_jax.model.hf import load_hf
 from distill_jax.model.tokenizer import Tokenizer, TokenizerError
 from distill_jax.train.checkpoint import load_params
@@ -64,6 +64,15 @@ def decode_outputs(student: Student, inputs: list[str], dec: DecodingConfig, mes
     texts = generate_texts(student.params, student.config, student.tokenizer, inputs, dec.max_new_tokens,
                            dec.batch_size, **kwargs)
     return [t if isinstance(t, list) else [t] for t in texts]
+
+
+def decode_beams(student: Student, inputs: list[str], num_beams: int, dec: DecodingConfig, mesh: Any,
+                 progress: bool = True) -> list[list[BeamText]]:
+    """Every input's `num_beams` beams, best first, with scores and per-token log-probabilities
+    (`dec` gives max_new_tokens, batch_size and length_penalty)."""
+    return generate_texts(student.params, student.config, student.tokenizer, inputs, dec.max_new_tokens,
+                          dec.batch_size, "beam", mesh=mesh, num_beams=num_beams, length_penalty=dec.length_penalty,
+                          progress=progress, all_beams=True)
 
 
 def decode_mesh(batch_size: int) -> Any:

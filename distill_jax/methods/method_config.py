@@ -47,7 +47,10 @@ class PadSection:
     seed: int = 0
     stepwise: bool = False  # eval also decodes with the step-wise verified beam (methods/pad_verify.py)
     beam: int = 4
-    samples: int = 8  # the student's sampled programs whose lines the beam proposes
+    # where the proposed lines come from: the student's beam search (every beam, each line with its real
+    # log-probability given the lines before it) or its sampled programs (lines with their log-frequency)
+    proposals: Literal["beam", "sample"] = "beam"
+    samples: int = 8  # how many programs the student proposes: beams, or samples (at `temperature`)
     temperature: float = 0.7
     max_steps: int = 16
     lm_weight: float = 0.0  # weight of the proposals' log-frequency beside the verifier's score
