@@ -14,10 +14,9 @@ from helpers_hf import FAMILIES, make_tiny_hf_t5
 from transformers import T5ForConditionalGeneration
 
 from distill_jax.config import ConfigError
-from distill_jax.model.hf import load_hf, name_pairs
-from distill_jax.model.t5 import (
-    PRESETS, T5, T5Config, init_cache, init_params, param_logical_axes, shift_right,
-)
+from distill_jax.model.hf import config_from_hf, config_to_hf, load_hf, name_pairs
+from distill_jax.model.partitioning import param_logical_axes
+from distill_jax.model.t5 import PRESETS, T5, T5Config, init_cache, init_params, shift_right
 
 VOCAB = 200
 
@@ -196,7 +195,7 @@ def test_presets_have_hf_shapes(name):
 
     config = T5Config.preset(name)
     with torch.device("meta"):
-        hf_model = T5ForConditionalGeneration(HFConfig(**config.to_hf()))
+        hf_model = T5ForConditionalGeneration(HFConfig(**config_to_hf(config)))
     hf_shapes = {k: tuple(v.shape) for k, v in hf_model.state_dict().items()}
     ours = traverse_util.flatten_dict(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))), sep="/")
     for path, hf_name, transposed in name_pairs(config):
@@ -215,4 +214,4 @@ def test_config_validation_and_presets():
     assert (tiny.d_model, tiny.num_heads, tiny.d_kv, tiny.d_ff, tiny.num_layers, tiny.vocab_size) == (
         128, 4, 32, 512, 3, 512)
     for config in PRESETS.values():
-        assert T5Config.from_hf(config.to_hf()) == config
+        assert config_from_hf(config_to_hf(config)) == config

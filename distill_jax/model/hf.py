@@ -29,6 +29,47 @@ from safetensors.numpy import save_file
 from distill_jax.config import ConfigError
 from distill_jax.model.t5 import T5Config, init_params
 
+_HF_FIELDS = (
+    "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+    "relative_attention_num_buckets", "relative_attention_max_distance", "dropout_rate", "layer_norm_epsilon",
+    "feed_forward_proj", "pad_token_id", "eos_token_id", "decoder_start_token_id",
+)
+
+
+def config_from_hf(hf: dict[str, Any], dtype: str = "float32") -> T5Config:
+    """From a HF config.json mapping; fields it lacks take T5Config defaults (HF's own defaults)."""
+    if hf.get("model_type", "t5") != "t5":
+        raise ConfigError(f"model_type: expected 't5', got {hf.get('model_type')!r}")
+    kwargs: dict[str, Any] = {k: hf[k] for k in _HF_FIELDS if hf.get(k) is not None}
+    # transformers 5.x always ties lm_head to shared unless a checkpoint holds a different lm_head, and
+    # keeps the old "tied" meaning for the d_model**-0.5 scale in `scale_decoder_outputs` (its config.json
+    # then says tie_word_embeddings=true even for Flan-T5). Older config.json files only have the flag.
+    kwargs["tie_word_embeddings"] = bool(hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True)))
+    kwargs.setdefault("num_decoder_layers", kwargs.get("num_layers", T5Config.num_layers))
+    if isinstance(kwargs.get("eos_token_id"), list):
+        kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
+    kwargs.setdefault("decoder_start_token_id", kwargs.get("pad_token_id", 0))
+    return T5Config(**kwargs, dtype=dtype)
+
+
+def config_to_hf(config: T5Config) -> dict[str, Any]:
+    """A complete config.json mapping that transformers' T5ForConditionalGeneration loads."""
+    out: dict[str, Any] = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}
+    out.update({k: getattr(config, k) for k in _HF_FIELDS})
+    out.update({
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "scale_decoder_outputs": config.tie_word_embeddings,
+        "dense_act_fn": "gelu_new" if config.gated else "relu",
+        "is_gated_act": config.gated,
+        "is_encoder_decoder": True,
+        "is_decoder": False,
+        "classifier_dropout": 0.0,
+        "initializer_factor": 1.0,
+        "use_cache": True,
+        "dtype": "float32",
+    })
+    return out
+
 # (our param path, HF tensor name, transposed). HF Linear weights are [out, in], our kernels [in, out].
 # Placeholders: {s} stack (encoder|decoder), {i} block index, {p} attention projection (q|k|v|o),
 # {w} feed-forward weight (wi | wi_0, wi_1; and wo), {ff} index of the FF layer in a block (1 enc, 2 dec).
@@ -204,7 +245,7 @@ def read_config(model_dir: str | Path, dtype: str = "float32") -> T5Config:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: invalid JSON: {e}") from e
     try:
-        return T5Config.from_hf(hf, dtype=dtype)
+        return config_from_hf(hf, dtype=dtype)
     except (ConfigError, TypeError) as e:
         raise ConfigError(f"{path}: {e}") from e
 
@@ -261,7 +302,7 @@ def save_hf(params: dict, config: T5Config, out_dir: str | Path, tokenizer_dir: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(to_hf_tensors(params, config), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(config.to_hf(), indent=2, sort_keys=True) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(config_to_hf(config), indent=2, sort_keys=True) + "\n")
     generation = {
         "decoder_start_token_id": config.decoder_start_token_id,
         "eos_token_id": config.eos_token_id,
