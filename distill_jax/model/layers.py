@@ -17,6 +17,8 @@ Array = jax.Array
 # Added where attention is not allowed; like HF's finfo.min it underflows to exactly 0 after softmax.
 _MASKED = float(jnp.finfo(jnp.float32).min)
 
+_REMAT_POLICIES = {"minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable, "full": None}
+
 
 def relative_position_bucket(rel: Array, bidirectional: bool, num_buckets: int, max_distance: int) -> Array:
     """T5's bucket of `rel = key_pos - query_pos`: exact for small distances, log-spaced up to max_distance."""
@@ -161,3 +163,29 @@ class Block(nn.Module):
         mask = (jnp.arange(cache["k"].shape[2]) <= position)[None, None, None, :]
         x = x + self.self_attn.attend(h, cache, bias, mask, True)
         return self._cross_and_mlp(x, cross_kv, cross_mask, True), cache
+
+
+class ScanBlock(Block):
+    """Block as an nn.scan body: carry x; per layer `xs` in (its cache and cross K/V) and out.
+
+    `mode` picks the computation: "forward" (xs None -> None), "cross_kv" (None -> the layer's cross K/V), "step"
+    ({"cache", "cross_kv"} -> the updated cache), so one scanned module (one param tree) serves all three.
+    """
+
+    def __call__(self, x: Array, xs: Any, mode: str, deterministic: bool, bias: Array | None, mask: Array | None,
+                 encoder_hidden: Array | None, cross_mask: Array | None, position: Array | None) -> tuple[Array, Any]:
+        if mode == "cross_kv":
+            return x, self.cross_kv(encoder_hidden)
+        if mode == "step":
+            return self.step(x, position, xs["cache"], bias, xs["cross_kv"], cross_mask)
+        return Block.__call__(self, x, bias, mask, encoder_hidden, cross_mask, deterministic), None
+
+
+def block_class(config: T5Config, scanned: bool) -> type[Block]:
+    """Block or ScanBlock, wrapped in nn.remat as `config.remat` says (the backward pass recomputes it)."""
+    cls = ScanBlock if scanned else Block
+    if config.remat == "none":
+        return cls
+    # static_argnums count self: ScanBlock's (mode, deterministic), Block's deterministic.
+    return nn.remat(cls, policy=_REMAT_POLICIES[config.remat], prevent_cse=not scanned,
+                    static_argnums=(3, 4) if scanned else (6,))

@@ -28,6 +28,8 @@ def param_logical_axes(params: dict) -> dict:
     for path, value in flat.items():
         for pattern, axes in LOGICAL_AXES_RULES:
             if re.search(pattern, path):
+                if "/layers/" in path:  # scanned layout (T5Config.scan_layers): stacked on a leading layer axis
+                    axes = ("layers", *axes)
                 if len(axes) != value.ndim:
                     raise ValueError(f"param {path!r} has shape {value.shape} but rule {pattern!r} gives {axes}")
                 out[path] = axes

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill_jax.model.layers import Block, normal_init, relative_position_bucket, rms_norm
+from distill_jax.model.layers import block_class, normal_init, relative_position_bucket, rms_norm
 from distill_jax.model.t5_config import PRESETS, T5Config
 
 __all__ = ["PRESETS", "T5", "T5Config", "Stack", "init_cache", "init_params", "shift_right"]
@@ -59,7 +59,13 @@ class Stack(nn.Module):
         n = c.num_decoder_layers if self.is_decoder else c.num_layers
         self.relpos_bias = self.param("relpos_bias", normal_init(c.d_model ** -0.5),
                                       (c.relative_attention_num_buckets, c.num_heads), jnp.float32)
-        self.block = [Block(c, self.is_decoder) for _ in range(n)]
+        if c.scan_layers:
+            # The position bias is computed once per stack and broadcast to every layer, as HF shares block 0's.
+            self.layers = nn.scan(block_class(c, scanned=True), variable_axes={"params": 0},
+                                  split_rngs={"params": True, "dropout": True}, length=n,
+                                  in_axes=(1,) + (nn.broadcast,) * 7, out_axes=1)(c, self.is_decoder)
+        else:
+            self.block = [block_class(c, scanned=False)(c, self.is_decoder) for _ in range(n)]
         self.final_norm = rms_norm(c)
         self.dropout = nn.Dropout(c.dropout_rate)
 
@@ -75,16 +81,26 @@ class Stack(nn.Module):
         positions = jnp.arange(x.shape[1])
         bias = self.position_bias(positions, positions)
         x = self.dropout(x, deterministic=deterministic)
-        for block in self.block:
-            x = block(x, bias, mask, encoder_hidden, cross_mask, deterministic)
+        if self.config.scan_layers:
+            x, _ = self.layers(x, None, "forward", deterministic, bias, mask, encoder_hidden, cross_mask, None)
+        else:
+            for block in self.block:
+                x = block(x, bias, mask, encoder_hidden, cross_mask, deterministic)
         return self.dropout(self.final_norm(x), deterministic=deterministic)
 
-    def cross_kv(self, encoder_hidden: Array) -> dict[str, dict[str, Array]]:
+    def cross_kv(self, encoder_hidden: Array) -> dict:
+        """{"block_i": {"k", "v"}} of [B, H, S, d_kv]; scanned, {"k", "v"} of [B, layers, H, S, d_kv]."""
+        if self.config.scan_layers:
+            return self.layers(encoder_hidden, None, "cross_kv", True, None, None, encoder_hidden, None, None)[1]
         return {f"block_{i}": block.cross_kv(encoder_hidden) for i, block in enumerate(self.block)}
 
     def step(self, x: Array, position: Array, cache: dict, cross_kv: dict, cross_mask: Array) -> tuple[Array, dict]:
-        max_len = cache["block_0"]["k"].shape[2]
+        max_len = cache["k"].shape[3] if self.config.scan_layers else cache["block_0"]["k"].shape[2]
         bias = self.position_bias(jnp.reshape(position, (1,)), jnp.arange(max_len))
+        if self.config.scan_layers:
+            x, new_cache = self.layers(x, {"cache": cache, "cross_kv": cross_kv}, "step", True, bias, None, None,
+                                       cross_mask, position)
+            return self.final_norm(x), new_cache
         new_cache = {}
         for i, block in enumerate(self.block):
             name = f"block_{i}"
@@ -158,8 +174,12 @@ class T5(nn.Module):
 
 
 def init_cache(config: T5Config, batch: int, max_len: int) -> dict[str, dict[str, Array]]:
-    """Zeroed self-attention K/V for every decoder layer: {"block_i": {"k", "v"}} of [B, H, max_len, d_kv]."""
+    """Zeroed self-attention K/V for every decoder layer: {"block_i": {"k", "v"}} of [B, H, max_len, d_kv];
+    scanned, {"k", "v"} of [B, layers, H, max_len, d_kv] (batch stays on axis 0 for beam reordering)."""
     shape = (batch, config.num_heads, max_len, config.d_kv)
+    if config.scan_layers:
+        shape = (batch, config.num_decoder_layers, *shape[1:])
+        return {"k": jnp.zeros(shape, config.compute_dtype), "v": jnp.zeros(shape, config.compute_dtype)}
     return {f"block_{i}": {"k": jnp.zeros(shape, config.compute_dtype), "v": jnp.zeros(shape, config.compute_dtype)}
             for i in range(config.num_decoder_layers)}
 

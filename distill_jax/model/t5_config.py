@@ -33,12 +33,20 @@ class T5Config:
     eos_token_id: int = 1
     decoder_start_token_id: int = 0
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # One block body under nn.scan per stack, params stacked on a leading layer axis: compile time stops
+    # growing with depth. A different param layout (model/hf.py converts to and from HF's per-block names).
+    scan_layers: bool = False
+    # Rematerialisation of each block in the backward pass: "minimal" saves only the matmul outputs without
+    # batch dims (the weights' own products, as t5x's configs do), "full" saves nothing.
+    remat: Literal["none", "minimal", "full"] = "none"
 
     def __post_init__(self) -> None:
         if self.feed_forward_proj not in ("relu", "gated-gelu"):
             raise ConfigError(f"feed_forward_proj: {self.feed_forward_proj!r} is not 'relu' or 'gated-gelu'")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype: {self.dtype!r} is not 'float32' or 'bfloat16'")
+        if self.remat not in ("none", "minimal", "full"):
+            raise ConfigError(f"remat: {self.remat!r} is not 'none', 'minimal' or 'full'")
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
                      "relative_attention_num_buckets"):
             if getattr(self, name) <= 0:
@@ -64,12 +72,13 @@ class T5Config:
 
 def _v1_0(d_model: int, d_ff: int, layers: int, heads: int) -> T5Config:
     return T5Config(d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_decoder_layers=layers,
-                    num_heads=heads)
+                    num_heads=heads, scan_layers=layers >= 12)
 
 
 def _flan(d_model: int, d_ff: int, layers: int, heads: int) -> T5Config:
     return T5Config(d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_decoder_layers=layers,
-                    num_heads=heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+                    num_heads=heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                    scan_layers=layers >= 12)
 
 
 def _scratch(d_model: int, heads: int, d_kv: int, d_ff: int, layers: int) -> T5Config:

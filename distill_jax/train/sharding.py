@@ -39,6 +39,7 @@ LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
     ("mlp", "tensor"),
     ("heads", None),  # relative-position bias tables are tiny: replicate
     ("relpos_buckets", None),
+    ("layers", None),  # the scanned layer axis: every device holds its slice of every layer
 )
 
 
