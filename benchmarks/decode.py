@@ -34,7 +34,7 @@ from transformers import T5Config as HFConfig, T5ForConditionalGeneration
 from docs_section import write_section
 
 from distill_jax.model import decode
-from distill_jax.model.hf import load_hf
+from distill_jax.model.hf import config_to_hf, load_hf
 from distill_jax.model.t5 import T5Config
 
 SHAPES = {
@@ -46,7 +46,7 @@ SHAPES = {
 
 
 def _models(name: str, tmp: Path) -> tuple[T5Config, dict, T5ForConditionalGeneration]:
-    hf_cfg = HFConfig(**{**SHAPES[name].to_hf(), "dropout_rate": 0.0})
+    hf_cfg = HFConfig(**{**config_to_hf(SHAPES[name]), "dropout_rate": 0.0})
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(hf_cfg).eval()
     model.save_pretrained(tmp / name)

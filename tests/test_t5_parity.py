@@ -14,10 +14,9 @@ from helpers_hf import FAMILIES, make_tiny_hf_t5
 from transformers import T5ForConditionalGeneration
 
 from distill_jax.config import ConfigError
-from distill_jax.model.hf import load_hf, name_pairs
-from distill_jax.model.t5 import (
-    PRESETS, T5, T5Config, init_cache, init_params, param_logical_axes, shift_right,
-)
+from distill_jax.model.hf import config_from_hf, config_to_hf, load_hf, name_pairs, stack_layers, unstack_layers
+from distill_jax.model.partitioning import param_logical_axes
+from distill_jax.model.t5 import PRESETS, T5, T5Config, init_cache, init_params, shift_right
 
 VOCAB = 200
 
@@ -70,6 +69,16 @@ def pairs(tmp_path_factory):
     return get
 
 
+LAYOUTS = ("unrolled", "scanned")
+
+
+def _in_layout(pair: dict, layout: str, **overrides) -> tuple[T5Config, dict]:
+    """The pair's config and params in `layout` (T5Config.scan_layers), config fields overridden."""
+    config = dataclasses.replace(pair["config"], scan_layers=layout == "scanned", **overrides)
+    flat = stack_layers(traverse_util.flatten_dict(pair["params"], sep="/"), config)
+    return config, traverse_util.unflatten_dict(flat, sep="/")
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _forward(config: T5Config, params: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
     model = T5(config)
@@ -79,10 +88,11 @@ def _forward(config: T5Config, params: dict, batch: dict) -> tuple[jax.Array, ja
     return logits, _loss(logits, labels)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_forward_matches_hf(pairs, family):
+def test_forward_matches_hf(pairs, family, layout):
     pair = pairs(family)
-    config, params, batch, ref = pair["config"], pair["params"], pair["batch"], pair["hf_out"]
+    (config, params), batch, ref = _in_layout(pair, layout), pair["batch"], pair["hf_out"]
     assert config.gated == (pair["family"] == "v1_1")
     assert config.tie_word_embeddings == (pair["family"] == "v1_0")
     hf_shifted = pair["torch_model"]._shift_right(torch.tensor(batch["labels"])).numpy()
@@ -95,12 +105,13 @@ def test_forward_matches_hf(pairs, family):
     np.testing.assert_allclose(loss, ref["loss"], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_gradients_match_hf(pairs, family):
+def test_gradients_match_hf(pairs, family, layout):
     pair = pairs(family)
-    config, params, batch = pair["config"], pair["params"], pair["batch"]
+    (config, params), batch = _in_layout(pair, layout), pair["batch"]
     grads = jax.jit(jax.grad(lambda p: _forward(config, p, batch)[1]))(params)
-    flat = traverse_util.flatten_dict(grads, sep="/")
+    flat = unstack_layers(traverse_util.flatten_dict(grads, sep="/"), config)
     checked = 0
     for ours, theirs, transposed in name_pairs(config):
         mine = np.asarray(flat[ours]).T if transposed else np.asarray(flat[ours])
@@ -125,11 +136,12 @@ def test_bf16_compute_close_to_fp32(pairs, family):
 
 
 # bf16 caching on one family: the cache dtype does not depend on it.
-@pytest.mark.parametrize("family,dtype", [("v1_0", "float32"), ("v1_1", "float32"), ("v1_1", "bfloat16")])
-def test_cached_decode_step_matches_full_decoder(pairs, family, dtype):
+@pytest.mark.parametrize("family,dtype,layout", [("v1_0", "float32", "unrolled"), ("v1_1", "float32", "unrolled"),
+                                                 ("v1_1", "bfloat16", "unrolled"), ("v1_0", "float32", "scanned"),
+                                                 ("v1_1", "bfloat16", "scanned")])
+def test_cached_decode_step_matches_full_decoder(pairs, family, dtype, layout):
     pair = pairs(family)
-    config = dataclasses.replace(pair["config"], dtype=dtype)
-    params, batch = pair["params"], pair["batch"]
+    (config, params), batch = _in_layout(pair, layout, dtype=dtype), pair["batch"]
     model = T5(config)
     mask = batch["attention_mask"]
     decoder_ids = shift_right(jnp.asarray(batch["labels"]), config.decoder_start_token_id)
@@ -147,6 +159,18 @@ def test_cached_decode_step_matches_full_decoder(pairs, family, dtype):
     for t in range(steps):
         logits, cache = step(decoder_ids[:, t:t + 1], jnp.int32(t), cache)
         np.testing.assert_allclose(logits, full[:, t], atol=tol, rtol=0, err_msg=f"position {t}")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("remat", ["minimal", "full"])
+def test_remat_gradients_equal_no_remat(pairs, remat, layout):
+    pair = pairs("v1_1")
+    batch = pair["batch"]
+    grads = [jax.jit(jax.grad(lambda p, c=c: _forward(c, p, batch)[1]))(p)
+             for c, p in (_in_layout(pair, layout), _in_layout(pair, layout, remat=remat))]
+    for path, g in traverse_util.flatten_dict(grads[0], sep="/").items():
+        np.testing.assert_allclose(traverse_util.flatten_dict(grads[1], sep="/")[path], g, atol=1e-6, rtol=1e-6,
+                                   err_msg=path)
 
 
 def test_dropout_is_keyed_and_off_when_deterministic(pairs):
@@ -196,9 +220,11 @@ def test_presets_have_hf_shapes(name):
 
     config = T5Config.preset(name)
     with torch.device("meta"):
-        hf_model = T5ForConditionalGeneration(HFConfig(**config.to_hf()))
+        hf_model = T5ForConditionalGeneration(HFConfig(**config_to_hf(config)))
     hf_shapes = {k: tuple(v.shape) for k, v in hf_model.state_dict().items()}
-    ours = traverse_util.flatten_dict(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))), sep="/")
+    assert config.scan_layers == (config.num_layers >= 12)
+    ours = jax.eval_shape(lambda: unstack_layers(
+        traverse_util.flatten_dict(init_params(config, jax.random.PRNGKey(0)), sep="/"), config))
     for path, hf_name, transposed in name_pairs(config):
         shape = ours.pop(path).shape
         assert (shape[::-1] if transposed else shape) == hf_shapes[hf_name], path
@@ -215,4 +241,4 @@ def test_config_validation_and_presets():
     assert (tiny.d_model, tiny.num_heads, tiny.d_kv, tiny.d_ff, tiny.num_layers, tiny.vocab_size) == (
         128, 4, 32, 512, 3, 512)
     for config in PRESETS.values():
-        assert T5Config.from_hf(config.to_hf()) == config
+        assert config_from_hf(config_to_hf(config)) == dataclasses.replace(config, scan_layers=False)  # HF: no layout

@@ -12,9 +12,11 @@ untied model so that older transformers versions, which do not fall back to `sha
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -28,6 +30,47 @@ from safetensors.numpy import save_file
 
 from distill_jax.config import ConfigError
 from distill_jax.model.t5 import T5Config, init_params
+
+_HF_FIELDS = (
+    "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+    "relative_attention_num_buckets", "relative_attention_max_distance", "dropout_rate", "layer_norm_epsilon",
+    "feed_forward_proj", "pad_token_id", "eos_token_id", "decoder_start_token_id",
+)
+
+
+def config_from_hf(hf: dict[str, Any], dtype: str = "float32") -> T5Config:
+    """From a HF config.json mapping; fields it lacks take T5Config defaults (HF's own defaults)."""
+    if hf.get("model_type", "t5") != "t5":
+        raise ConfigError(f"model_type: expected 't5', got {hf.get('model_type')!r}")
+    kwargs: dict[str, Any] = {k: hf[k] for k in _HF_FIELDS if hf.get(k) is not None}
+    # transformers 5.x always ties lm_head to shared unless a checkpoint holds a different lm_head, and
+    # keeps the old "tied" meaning for the d_model**-0.5 scale in `scale_decoder_outputs` (its config.json
+    # then says tie_word_embeddings=true even for Flan-T5). Older config.json files only have the flag.
+    kwargs["tie_word_embeddings"] = bool(hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True)))
+    kwargs.setdefault("num_decoder_layers", kwargs.get("num_layers", T5Config.num_layers))
+    if isinstance(kwargs.get("eos_token_id"), list):
+        kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
+    kwargs.setdefault("decoder_start_token_id", kwargs.get("pad_token_id", 0))
+    return T5Config(**kwargs, dtype=dtype)
+
+
+def config_to_hf(config: T5Config) -> dict[str, Any]:
+    """A complete config.json mapping that transformers' T5ForConditionalGeneration loads."""
+    out: dict[str, Any] = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}
+    out.update({k: getattr(config, k) for k in _HF_FIELDS})
+    out.update({
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "scale_decoder_outputs": config.tie_word_embeddings,
+        "dense_act_fn": "gelu_new" if config.gated else "relu",
+        "is_gated_act": config.gated,
+        "is_encoder_decoder": True,
+        "is_decoder": False,
+        "classifier_dropout": 0.0,
+        "initializer_factor": 1.0,
+        "use_cache": True,
+        "dtype": "float32",
+    })
+    return out
 
 # (our param path, HF tensor name, transposed). HF Linear weights are [out, in], our kernels [in, out].
 # Placeholders: {s} stack (encoder|decoder), {i} block index, {p} attention projection (q|k|v|o),
@@ -53,6 +96,40 @@ IGNORED_HF_TENSORS = frozenset({
 })
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _unrolled(config: T5Config) -> T5Config:
+    return dataclasses.replace(config, scan_layers=False, remat="none")
+
+
+def stack_layers(flat: dict[str, Any], config: T5Config) -> dict[str, Any]:
+    """"/"-joined params in the unrolled layout -> `config`'s layout (scanned: {s}/layers/... stacked on axis 0)."""
+    if not config.scan_layers:
+        return flat
+    out, stacked = {}, {}
+    for path, value in flat.items():
+        m = re.fullmatch(r"(encoder|decoder)/block_(\d+)/(.+)", path)
+        if m is None:
+            out[path] = value
+        else:
+            stacked.setdefault(f"{m[1]}/layers/{m[3]}", {})[int(m[2])] = value
+    for path, layers in stacked.items():
+        out[path] = np.stack([np.asarray(layers[i]) for i in range(len(layers))])
+    return out
+
+
+def unstack_layers(flat: dict[str, Any], config: T5Config) -> dict[str, Any]:
+    """The inverse of `stack_layers`: `config`'s layout -> the unrolled one that NAME_TABLE names."""
+    if not config.scan_layers:
+        return flat
+    out = {}
+    for path, value in flat.items():
+        m = re.fullmatch(r"(encoder|decoder)/layers/(.+)", path)
+        if m is None:
+            out[path] = value
+        else:
+            out.update({f"{m[1]}/block_{i}/{m[2]}": value[i] for i in range(value.shape[0])})
+    return out
 
 
 def name_pairs(config: T5Config) -> Iterator[tuple[str, str, bool]]:
@@ -195,7 +272,7 @@ def _read_tensors(model_dir: Path) -> tuple[Path, dict[str, np.ndarray]]:
     raise ConfigError(f"{model_dir}: no {' or '.join(WEIGHT_FILES)}")
 
 
-def read_config(model_dir: str | Path, dtype: str = "float32") -> T5Config:
+def read_config(model_dir: str | Path, dtype: str = "float32", scan_layers: bool = False) -> T5Config:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{model_dir}: no config.json (is it a Hugging Face model directory?)")
@@ -204,18 +281,19 @@ def read_config(model_dir: str | Path, dtype: str = "float32") -> T5Config:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: invalid JSON: {e}") from e
     try:
-        return T5Config.from_hf(hf, dtype=dtype)
+        return dataclasses.replace(config_from_hf(hf, dtype=dtype), scan_layers=scan_layers)
     except (ConfigError, TypeError) as e:
         raise ConfigError(f"{path}: {e}") from e
 
 
-def load_hf(model_dir: str | Path, dtype: str = "float32") -> tuple[T5Config, dict]:
-    """(config, params) from a HF T5 directory; params are float32 numpy arrays in our tree layout."""
+def load_hf(model_dir: str | Path, dtype: str = "float32", scan_layers: bool = False) -> tuple[T5Config, dict]:
+    """(config, params) from a HF T5 directory; params are float32 numpy arrays in our tree layout, scanned
+    (stacked per stack on a leading layer axis) when `scan_layers`."""
     model_dir = Path(model_dir)
-    config = read_config(model_dir, dtype)
+    config = read_config(model_dir, dtype, scan_layers)
     weights_path, tensors = _read_tensors(model_dir)
     expected = traverse_util.flatten_dict(
-        jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))), sep="/")
+        jax.eval_shape(lambda: init_params(_unrolled(config), jax.random.PRNGKey(0))), sep="/")
     flat: dict[str, np.ndarray] = {}
     used = set(IGNORED_HF_TENSORS)
     for ours, theirs, transposed in name_pairs(config):
@@ -241,12 +319,17 @@ def load_hf(model_dir: str | Path, dtype: str = "float32") -> tuple[T5Config, di
     if unknown:
         raise ConfigError(f"{weights_path}: tensors this T5 does not have: {', '.join(unknown[:5])}"
                           + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
-    return config, traverse_util.unflatten_dict(flat, sep="/")
+    return config, traverse_util.unflatten_dict(stack_layers(flat, config), sep="/")
 
 
 def to_hf_tensors(params: dict, config: T5Config) -> dict[str, np.ndarray]:
     """Our params as HF-named float32 numpy tensors (what model.safetensors holds)."""
     flat = traverse_util.flatten_dict(params, sep="/")
+    scanned = any("/layers/" in path for path in flat)
+    if scanned != config.scan_layers:
+        raise ValueError(f"params are in the {'scanned' if scanned else 'unrolled'} layout but the config says "
+                         f"scan_layers={config.scan_layers}")
+    flat = unstack_layers(flat, config)
     out = {}
     for ours, theirs, transposed in name_pairs(config):
         if ours not in flat:
@@ -261,7 +344,7 @@ def save_hf(params: dict, config: T5Config, out_dir: str | Path, tokenizer_dir: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(to_hf_tensors(params, config), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(config.to_hf(), indent=2, sort_keys=True) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(config_to_hf(config), indent=2, sort_keys=True) + "\n")
     generation = {
         "decoder_start_token_id": config.decoder_start_token_id,
         "eos_token_id": config.eos_token_id,

@@ -34,286 +34,18 @@ rows with one tree_map).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
-import re
-from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax import traverse_util
 
-from distill_jax.config import ConfigError
+from distill_jax.model.layers import block_class, normal_init, relative_position_bucket, rms_norm
+from distill_jax.model.t5_config import PRESETS, T5Config
+
+__all__ = ["PRESETS", "T5", "T5Config", "Stack", "init_cache", "init_params", "shift_right"]
 
 Array = jax.Array
-# Added where attention is not allowed; like HF's finfo.min it underflows to exactly 0 after softmax.
-_MASKED = float(jnp.finfo(jnp.float32).min)
-
-_HF_FIELDS = (
-    "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-    "relative_attention_num_buckets", "relative_attention_max_distance", "dropout_rate", "layer_norm_epsilon",
-    "feed_forward_proj", "pad_token_id", "eos_token_id", "decoder_start_token_id",
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class T5Config:
-    """The fields of a HF T5 config.json that change the computation, plus the compute dtype."""
-
-    vocab_size: int = 32128
-    d_model: int = 512
-    d_kv: int = 64
-    d_ff: int = 2048
-    num_layers: int = 6
-    num_decoder_layers: int = 6
-    num_heads: int = 8
-    relative_attention_num_buckets: int = 32
-    relative_attention_max_distance: int = 128
-    dropout_rate: float = 0.1
-    layer_norm_epsilon: float = 1e-6
-    feed_forward_proj: Literal["relu", "gated-gelu"] = "relu"
-    tie_word_embeddings: bool = True
-    pad_token_id: int = 0
-    eos_token_id: int = 1
-    decoder_start_token_id: int = 0
-    dtype: Literal["float32", "bfloat16"] = "float32"
-
-    def __post_init__(self) -> None:
-        if self.feed_forward_proj not in ("relu", "gated-gelu"):
-            raise ConfigError(f"feed_forward_proj: {self.feed_forward_proj!r} is not 'relu' or 'gated-gelu'")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"dtype: {self.dtype!r} is not 'float32' or 'bfloat16'")
-        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-                     "relative_attention_num_buckets"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError(f"dropout_rate: must be in [0, 1), got {self.dropout_rate}")
-
-    @property
-    def compute_dtype(self) -> Any:
-        return jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
-
-    @property
-    def gated(self) -> bool:
-        return self.feed_forward_proj == "gated-gelu"
-
-    @classmethod
-    def from_hf(cls, hf: dict[str, Any], dtype: str = "float32") -> "T5Config":
-        """From a HF config.json mapping; fields it lacks take T5Config defaults (HF's own defaults)."""
-        if hf.get("model_type", "t5") != "t5":
-            raise ConfigError(f"model_type: expected 't5', got {hf.get('model_type')!r}")
-        kwargs: dict[str, Any] = {k: hf[k] for k in _HF_FIELDS if hf.get(k) is not None}
-        # transformers 5.x always ties lm_head to shared unless a checkpoint holds a different lm_head, and
-        # keeps the old "tied" meaning for the d_model**-0.5 scale in `scale_decoder_outputs` (its config.json
-        # then says tie_word_embeddings=true even for Flan-T5). Older config.json files only have the flag.
-        kwargs["tie_word_embeddings"] = bool(hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True)))
-        kwargs.setdefault("num_decoder_layers", kwargs.get("num_layers", cls.num_layers))
-        if isinstance(kwargs.get("eos_token_id"), list):
-            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
-        kwargs.setdefault("decoder_start_token_id", kwargs.get("pad_token_id", 0))
-        return cls(**kwargs, dtype=dtype)
-
-    def to_hf(self) -> dict[str, Any]:
-        """A complete config.json mapping that transformers' T5ForConditionalGeneration loads."""
-        out: dict[str, Any] = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}
-        out.update({k: getattr(self, k) for k in _HF_FIELDS})
-        out.update({
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "scale_decoder_outputs": self.tie_word_embeddings,
-            "dense_act_fn": "gelu_new" if self.gated else "relu",
-            "is_gated_act": self.gated,
-            "is_encoder_decoder": True,
-            "is_decoder": False,
-            "classifier_dropout": 0.0,
-            "initializer_factor": 1.0,
-            "use_cache": True,
-            "dtype": "float32",
-        })
-        return out
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "T5Config":
-        if name not in PRESETS:
-            raise ConfigError(f"model preset {name!r} is unknown (known: {', '.join(PRESETS)})")
-        return dataclasses.replace(PRESETS[name], **overrides)
-
-
-def _v1_0(d_model: int, d_ff: int, layers: int, heads: int) -> T5Config:
-    return T5Config(d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_decoder_layers=layers,
-                    num_heads=heads)
-
-
-def _flan(d_model: int, d_ff: int, layers: int, heads: int) -> T5Config:
-    return T5Config(d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_decoder_layers=layers,
-                    num_heads=heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
-
-
-def _scratch(d_model: int, heads: int, d_kv: int, d_ff: int, layers: int) -> T5Config:
-    # From-scratch students train on an unlimited synthetic world: no dropout by default (a training config can
-    # set it). vocab_size is a placeholder: set it to len(tokenizer).
-    return T5Config(vocab_size=1000, d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_layers=layers,
-                    num_decoder_layers=layers, num_heads=heads, dropout_rate=0.0, feed_forward_proj="gated-gelu",
-                    tie_word_embeddings=False)
-
-
-PRESETS: dict[str, T5Config] = {
-    "t5-small": _v1_0(512, 2048, 6, 8),
-    "t5-base": _v1_0(768, 3072, 12, 12),
-    "t5-large": _v1_0(1024, 4096, 24, 16),
-    "flan-t5-small": _flan(512, 1024, 8, 6),
-    "flan-t5-base": _flan(768, 2048, 12, 12),
-    "flan-t5-large": _flan(1024, 2816, 24, 16),
-    "tiny": _scratch(128, 4, 32, 512, 3),
-    "mini": _scratch(256, 4, 64, 1024, 4),
-}
-
-
-def relative_position_bucket(rel: Array, bidirectional: bool, num_buckets: int, max_distance: int) -> Array:
-    """T5's bucket of `rel = key_pos - query_pos`: exact for small distances, log-spaced up to max_distance."""
-    buckets = jnp.zeros_like(rel)
-    if bidirectional:
-        num_buckets //= 2
-        buckets = buckets + (rel > 0).astype(rel.dtype) * num_buckets
-        rel = jnp.abs(rel)
-    else:
-        rel = -jnp.minimum(rel, 0)
-    max_exact = num_buckets // 2
-    # max(rel, 1) only keeps log finite where the small branch is taken anyway.
-    scaled = jnp.log(jnp.maximum(rel, 1).astype(jnp.float32) / max_exact) / math.log(max_distance / max_exact)
-    large = jnp.minimum(max_exact + (scaled * (num_buckets - max_exact)).astype(rel.dtype), num_buckets - 1)
-    return buckets + jnp.where(rel < max_exact, rel, large)
-
-
-def _normal(std: float) -> Any:
-    return nn.initializers.normal(stddev=std)
-
-
-class RMSNorm(nn.Module):
-    """T5LayerNorm: scale * x / rms(x), in float32, no mean subtraction, no bias."""
-
-    eps: float
-    dtype: Any
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
-        x = x.astype(jnp.float32)
-        x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.eps)
-        return (scale * x).astype(self.dtype)
-
-
-def _norm(config: T5Config) -> RMSNorm:
-    return RMSNorm(config.layer_norm_epsilon, config.compute_dtype)
-
-
-def _dense(config: T5Config, features: int, std: float) -> nn.Dense:
-    return nn.Dense(features, use_bias=False, dtype=config.compute_dtype, param_dtype=jnp.float32,
-                    kernel_init=_normal(std))
-
-
-class Attention(nn.Module):
-    config: T5Config
-
-    def setup(self) -> None:
-        c = self.config
-        inner = c.num_heads * c.d_kv
-        # HF's init (T5PreTrainedModel._init_weights); q carries the missing 1/sqrt(d_kv).
-        self.q = _dense(c, inner, (c.d_model * c.d_kv) ** -0.5)
-        self.k = _dense(c, inner, c.d_model ** -0.5)
-        self.v = _dense(c, inner, c.d_model ** -0.5)
-        self.o = _dense(c, c.d_model, inner ** -0.5)
-        self.dropout = nn.Dropout(c.dropout_rate)
-
-    def _split(self, x: Array) -> Array:
-        return x.reshape(*x.shape[:-1], self.config.num_heads, self.config.d_kv)
-
-    def project_kv(self, x: Array) -> dict[str, Array]:
-        # Heads before length: XLA's CPU dot wants [B, H, K, d_kv]; with [B, K, H, d_kv] the decode loop
-        # transposed every cached K/V on every step (measured: ~2x fewer decode tokens/s at batch 128).
-        return {"k": jnp.swapaxes(self._split(self.k(x)), 1, 2), "v": jnp.swapaxes(self._split(self.v(x)), 1, 2)}
-
-    def attend(self, x: Array, kv: dict[str, Array], bias: Array | None, mask: Array, deterministic: bool) -> Array:
-        """x [B,Q,D] attends to kv [B,H,K,d_kv]; bias [1,H,Q,K] or None; mask bool, broadcastable to [B,H,Q,K]."""
-        q = self._split(self.q(x))
-        scores = jnp.einsum("bqhd,bhkd->bhqk", q, kv["k"].astype(q.dtype), preferred_element_type=jnp.float32)
-        if bias is not None:
-            scores = scores + bias
-        weights = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1)
-        weights = self.dropout(weights, deterministic=deterministic)
-        v = kv["v"].astype(q.dtype)
-        out = jnp.einsum("bhqk,bhkd->bqhd", weights.astype(v.dtype), v)
-        return self.o(out.reshape(*out.shape[:2], -1))
-
-
-class MLP(nn.Module):
-    config: T5Config
-
-    def setup(self) -> None:
-        c = self.config
-        if c.gated:
-            self.wi_0 = _dense(c, c.d_ff, c.d_model ** -0.5)
-            self.wi_1 = _dense(c, c.d_ff, c.d_model ** -0.5)
-        else:
-            self.wi = _dense(c, c.d_ff, c.d_model ** -0.5)
-        self.wo = _dense(c, c.d_model, c.d_ff ** -0.5)
-        self.dropout = nn.Dropout(c.dropout_rate)
-
-    def __call__(self, x: Array, deterministic: bool) -> Array:
-        if self.config.gated:
-            h = jax.nn.gelu(self.wi_0(x), approximate=True) * self.wi_1(x)
-        else:
-            h = jax.nn.relu(self.wi(x))
-        return self.wo(self.dropout(h, deterministic=deterministic))
-
-
-class Block(nn.Module):
-    config: T5Config
-    is_decoder: bool
-
-    def setup(self) -> None:
-        c = self.config
-        self.self_attn_norm = _norm(c)
-        self.self_attn = Attention(c)
-        if self.is_decoder:
-            self.cross_attn_norm = _norm(c)
-            self.cross_attn = Attention(c)
-        self.mlp_norm = _norm(c)
-        self.mlp = MLP(c)
-        self.dropout = nn.Dropout(c.dropout_rate)
-
-    def _cross_and_mlp(self, x: Array, cross_kv: dict[str, Array] | None, cross_mask: Array | None,
-                       deterministic: bool) -> Array:
-        if self.is_decoder:
-            h = self.cross_attn_norm(x)
-            x = x + self.dropout(self.cross_attn.attend(h, cross_kv, None, cross_mask, deterministic),
-                                 deterministic=deterministic)
-        h = self.mlp_norm(x)
-        return x + self.dropout(self.mlp(h, deterministic), deterministic=deterministic)
-
-    def __call__(self, x: Array, bias: Array, mask: Array, encoder_hidden: Array | None, cross_mask: Array | None,
-                 deterministic: bool) -> Array:
-        h = self.self_attn_norm(x)
-        x = x + self.dropout(self.self_attn.attend(h, self.self_attn.project_kv(h), bias, mask, deterministic),
-                             deterministic=deterministic)
-        cross_kv = self.cross_kv(encoder_hidden) if self.is_decoder else None
-        return self._cross_and_mlp(x, cross_kv, cross_mask, deterministic)
-
-    def cross_kv(self, encoder_hidden: Array) -> dict[str, Array]:
-        return self.cross_attn.project_kv(encoder_hidden)
-
-    def step(self, x: Array, position: Array, cache: dict[str, Array], bias: Array, cross_kv: dict[str, Array],
-             cross_mask: Array) -> tuple[Array, dict[str, Array]]:
-        """One decoder position: write this token's K/V into slot `position`, attend to slots <= position."""
-        h = self.self_attn_norm(x)
-        new = self.self_attn.project_kv(h)
-        cache = {name: jax.lax.dynamic_update_slice(cache[name], new[name].astype(cache[name].dtype),
-                                                    (0, 0, position, 0)) for name in ("k", "v")}
-        mask = (jnp.arange(cache["k"].shape[2]) <= position)[None, None, None, :]
-        x = x + self.self_attn.attend(h, cache, bias, mask, True)
-        return self._cross_and_mlp(x, cross_kv, cross_mask, True), cache
 
 
 class Stack(nn.Module):
@@ -325,10 +57,16 @@ class Stack(nn.Module):
     def setup(self) -> None:
         c = self.config
         n = c.num_decoder_layers if self.is_decoder else c.num_layers
-        self.relpos_bias = self.param("relpos_bias", _normal(c.d_model ** -0.5),
+        self.relpos_bias = self.param("relpos_bias", normal_init(c.d_model ** -0.5),
                                       (c.relative_attention_num_buckets, c.num_heads), jnp.float32)
-        self.block = [Block(c, self.is_decoder) for _ in range(n)]
-        self.final_norm = _norm(c)
+        if c.scan_layers:
+            # The position bias is computed once per stack and broadcast to every layer, as HF shares block 0's.
+            self.layers = nn.scan(block_class(c, scanned=True), variable_axes={"params": 0},
+                                  split_rngs={"params": True, "dropout": True}, length=n,
+                                  in_axes=(1,) + (nn.broadcast,) * 7, out_axes=1)(c, self.is_decoder)
+        else:
+            self.block = [block_class(c, scanned=False)(c, self.is_decoder) for _ in range(n)]
+        self.final_norm = rms_norm(c)
         self.dropout = nn.Dropout(c.dropout_rate)
 
     def position_bias(self, query_pos: Array, key_pos: Array) -> Array:
@@ -343,16 +81,26 @@ class Stack(nn.Module):
         positions = jnp.arange(x.shape[1])
         bias = self.position_bias(positions, positions)
         x = self.dropout(x, deterministic=deterministic)
-        for block in self.block:
-            x = block(x, bias, mask, encoder_hidden, cross_mask, deterministic)
+        if self.config.scan_layers:
+            x, _ = self.layers(x, None, "forward", deterministic, bias, mask, encoder_hidden, cross_mask, None)
+        else:
+            for block in self.block:
+                x = block(x, bias, mask, encoder_hidden, cross_mask, deterministic)
         return self.dropout(self.final_norm(x), deterministic=deterministic)
 
-    def cross_kv(self, encoder_hidden: Array) -> dict[str, dict[str, Array]]:
+    def cross_kv(self, encoder_hidden: Array) -> dict:
+        """{"block_i": {"k", "v"}} of [B, H, S, d_kv]; scanned, {"k", "v"} of [B, layers, H, S, d_kv]."""
+        if self.config.scan_layers:
+            return self.layers(encoder_hidden, None, "cross_kv", True, None, None, encoder_hidden, None, None)[1]
         return {f"block_{i}": block.cross_kv(encoder_hidden) for i, block in enumerate(self.block)}
 
     def step(self, x: Array, position: Array, cache: dict, cross_kv: dict, cross_mask: Array) -> tuple[Array, dict]:
-        max_len = cache["block_0"]["k"].shape[2]
+        max_len = cache["k"].shape[3] if self.config.scan_layers else cache["block_0"]["k"].shape[2]
         bias = self.position_bias(jnp.reshape(position, (1,)), jnp.arange(max_len))
+        if self.config.scan_layers:
+            x, new_cache = self.layers(x, {"cache": cache, "cross_kv": cross_kv}, "step", True, bias, None, None,
+                                       cross_mask, position)
+            return self.final_norm(x), new_cache
         new_cache = {}
         for i, block in enumerate(self.block):
             name = f"block_{i}"
@@ -373,7 +121,7 @@ class T5(nn.Module):
     def setup(self) -> None:
         c = self.config
         # float32 lookups keep the residual stream float32 in bf16 mode (the Dense layers cast their inputs).
-        self.shared = nn.Embed(c.vocab_size, c.d_model, embedding_init=_normal(1.0), dtype=jnp.float32,
+        self.shared = nn.Embed(c.vocab_size, c.d_model, embedding_init=normal_init(1.0), dtype=jnp.float32,
                                param_dtype=jnp.float32)
         self.encoder = Stack(c, is_decoder=False)
         self.decoder = Stack(c, is_decoder=True)
@@ -383,7 +131,7 @@ class T5(nn.Module):
             # so std 1.0 starts a scratch student at logits of std sqrt(d_model) and a loss near 11 instead of
             # ln(vocab); it spends its first ~100 steps unlearning that. Imported checkpoints are unaffected.
             self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.compute_dtype, param_dtype=jnp.float32,
-                                    kernel_init=_normal(c.d_model ** -0.5),
+                                    kernel_init=normal_init(c.d_model ** -0.5),
                                     dot_general=functools.partial(jax.lax.dot_general,
                                                                   preferred_element_type=jnp.float32))
 
@@ -426,8 +174,12 @@ class T5(nn.Module):
 
 
 def init_cache(config: T5Config, batch: int, max_len: int) -> dict[str, dict[str, Array]]:
-    """Zeroed self-attention K/V for every decoder layer: {"block_i": {"k", "v"}} of [B, H, max_len, d_kv]."""
+    """Zeroed self-attention K/V for every decoder layer: {"block_i": {"k", "v"}} of [B, H, max_len, d_kv];
+    scanned, {"k", "v"} of [B, layers, H, max_len, d_kv] (batch stays on axis 0 for beam reordering)."""
     shape = (batch, config.num_heads, max_len, config.d_kv)
+    if config.scan_layers:
+        shape = (batch, config.num_decoder_layers, *shape[1:])
+        return {"k": jnp.zeros(shape, config.compute_dtype), "v": jnp.zeros(shape, config.compute_dtype)}
     return {f"block_{i}": {"k": jnp.zeros(shape, config.compute_dtype), "v": jnp.zeros(shape, config.compute_dtype)}
             for i in range(config.num_decoder_layers)}
 
@@ -444,35 +196,3 @@ def shift_right(labels: Array, decoder_start_token_id: int, pad_token_id: int = 
     start = jnp.full((labels.shape[0], 1), decoder_start_token_id, labels.dtype)
     shifted = jnp.concatenate([start, labels[:, :-1]], axis=1)
     return jnp.where(shifted == -100, pad_token_id, shifted)
-
-
-# Ordered: the first rule whose regex matches (re.search) the "/"-joined param path wins.
-LOGICAL_AXES_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (r"^shared/embedding$", ("vocab", "embed")),
-    (r"^lm_head/kernel$", ("embed", "vocab")),
-    (r"/relpos_bias$", ("relpos_buckets", "heads")),
-    (r"_attn/(q|k|v)/kernel$", ("embed", "heads_kv")),
-    (r"_attn/o/kernel$", ("heads_kv", "embed")),
-    (r"/mlp/wi(_0|_1)?/kernel$", ("embed", "mlp")),
-    (r"/mlp/wo/kernel$", ("mlp", "embed")),
-    (r"_norm/scale$", ("embed",)),
-)
-
-
-def param_logical_axes(params: dict) -> dict:
-    """Same nested-dict structure as `params`, each leaf a tuple of logical axis names (one per dim).
-
-    Tuples are pytrees themselves: map over the result with `is_leaf=lambda x: isinstance(x, tuple)`.
-    """
-    flat = traverse_util.flatten_dict(params, sep="/")
-    out = {}
-    for path, value in flat.items():
-        for pattern, axes in LOGICAL_AXES_RULES:
-            if re.search(pattern, path):
-                if len(axes) != value.ndim:
-                    raise ValueError(f"param {path!r} has shape {value.shape} but rule {pattern!r} gives {axes}")
-                out[path] = axes
-                break
-        else:
-            raise ValueError(f"param {path!r} matches no rule in LOGICAL_AXES_RULES")
-    return traverse_util.unflatten_dict(out, sep="/")

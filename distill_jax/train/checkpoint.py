@@ -12,6 +12,7 @@ restored straight into another.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as pp
 
 from distill_jax.config import ConfigError
+from distill_jax.model.hf import config_from_hf, config_to_hf
 from distill_jax.model.t5 import T5Config, init_params
 from distill_jax.train.state import TrainState
 
@@ -123,7 +125,8 @@ def tokenizer_ref(tokenizer_dir: str | Path, run_dir: str | Path) -> str:
 
 
 def model_meta(config: T5Config, tokenizer_dir: str | Path, run_dir: str | Path) -> dict:
-    return {"model_config": {**config.to_hf(), "dtype": config.dtype},
+    return {"model_config": {**config_to_hf(config), "dtype": config.dtype, "scan_layers": config.scan_layers,
+                             "remat": config.remat},
             "tokenizer_dir": tokenizer_ref(tokenizer_dir, run_dir)}
 
 
@@ -139,7 +142,9 @@ def load_params(run_dir: str | Path, step: int | None = None) -> tuple[T5Config,
         step = ckpt.check_step(step)
         meta = ckpt.restore_meta(step)
         hf = dict(meta["model_config"])
-        config = T5Config.from_hf(hf, dtype=hf.pop("dtype", "float32"))
+        # The param layout the checkpoint holds; checkpoints from before scanning are unrolled.
+        layout = {"scan_layers": bool(hf.pop("scan_layers", False)), "remat": hf.pop("remat", "none")}
+        config = dataclasses.replace(config_from_hf(hf, dtype=hf.pop("dtype", "float32")), **layout)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),

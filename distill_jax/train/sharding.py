@@ -4,7 +4,7 @@ The mesh has three named axes (maxtext/flax-lm1b naming): `data` (pure data para
 (data parallelism that also shards parameters and optimizer state) and `tensor` (Megatron-style model
 parallelism inside a layer). Parameters get their shardings in two ordered steps:
 
-1. `model.t5.param_logical_axes(params)` maps each parameter path to logical axis names through its own
+1. `model.partitioning.param_logical_axes(params)` maps each parameter path to logical axis names through its own
    ordered regex table (it raises on a path no rule matches);
 2. `LOGICAL_RULES` maps each logical name to a mesh axis (or None = replicated). A logical name missing from
    the table is an error, never a silent replication.
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over every data-parallel axis
 
-# logical axis (t5.param_logical_axes) -> mesh axis. Ordered: first match wins, as in t5x's rules.
+# logical axis (partitioning.param_logical_axes) -> mesh axis. Ordered: first match wins, as in t5x's rules.
 LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
     ("vocab", "tensor"),
     ("embed", "fsdp"),
@@ -39,6 +39,7 @@ LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
     ("mlp", "tensor"),
     ("heads", None),  # relative-position bias tables are tiny: replicate
     ("relpos_buckets", None),
+    ("layers", None),  # the scanned layer axis: every device holds its slice of every layer
 )
 
 

@@ -9,7 +9,7 @@ import optax
 from flax import struct
 from jax.sharding import PartitionSpec as P
 
-from distill_jax.model.t5 import param_logical_axes
+from distill_jax.model.partitioning import param_logical_axes
 from distill_jax.train import sharding as S
 
 
