@@ -25,16 +25,18 @@ B, S = 6, 12  # one shape for every parity test: each family compiles one greedy
 _MODELS: dict = {}
 
 
-def _tiny(family: str, tmp_path_factory):
-    if family not in _MODELS:
+def _tiny(family: str, tmp_path_factory, layout: str = "unrolled"):
+    if (family, layout) not in _MODELS:
         hf_dir, torch_model = make_tiny_hf_t5(tmp_path_factory.mktemp("hf"), family=family, seed=1)
-        _MODELS[family] = (*load_hf(hf_dir), torch_model)
-    return _MODELS[family]
+        _MODELS[family, layout] = (*load_hf(hf_dir, scan_layers=layout == "scanned"), torch_model)
+    return _MODELS[family, layout]
 
 
-@pytest.fixture(params=["v1_0", "v1_1"])
+# both families unrolled, and the scanned layout (stacked params and KV cache) once: decoding is the same code
+@pytest.fixture(params=[("v1_0", "unrolled"), ("v1_1", "unrolled"), ("v1_1", "scanned")], ids="-".join)
 def tiny(request, tmp_path_factory):
-    return _tiny(request.param, tmp_path_factory)
+    family, layout = request.param
+    return _tiny(family, tmp_path_factory, layout)
 
 
 @pytest.fixture
