@@ -105,6 +105,15 @@ def test_stop_and_resume_sees_the_same_batches(env, reference):
     _assert_same_params(load_params(run)[1], reference["params"])
 
 
+def test_resume_in_another_layer_layout_is_a_clear_error(env, reference):
+    """A run holding unrolled checkpoints, resumed asking for scanned layers: an error naming both and the fix."""
+    train(from_dict(TrainConfig, _cfg_dict(env, "relayout", reference["tokenizer"], steps=4)))
+    d = _cfg_dict(env, "relayout", reference["tokenizer"], steps=8)
+    d["model"]["scan_layers"] = True
+    with pytest.raises(ConfigError, match=r"unrolled layers but the config asks for scanned .*scan_layers=False"):
+        train(from_dict(TrainConfig, d))
+
+
 def test_resume_after_a_crash_logs_every_step_once(env, reference):
     """A run killed (SIGKILL: no handler runs) after logging steps 5-6 but saving only step 4: the rerun trains
     5-6 again and the metrics log holds each step once, with the uninterrupted run's losses."""

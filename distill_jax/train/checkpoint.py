@@ -130,6 +130,17 @@ def model_meta(config: T5Config, tokenizer_dir: str | Path, run_dir: str | Path)
             "tokenizer_dir": tokenizer_ref(tokenizer_dir, run_dir)}
 
 
+def check_layout(ckpt: Checkpointer, config: T5Config) -> None:
+    """Resuming needs the checkpoint's parameter layout: a run whose `model.scan_layers` changed since is an
+    error naming both, before orbax fails on mismatched trees."""
+    saved = bool(ckpt.restore_meta(ckpt.check_step(None))["model_config"].get("scan_layers", False))
+    if saved != config.scan_layers:
+        raise ConfigError(f"{ckpt.directory}: the checkpoints hold {'scanned' if saved else 'unrolled'} layers but "
+                          f"the config asks for {'scanned' if config.scan_layers else 'unrolled'} "
+                          f"(model.scan_layers={config.scan_layers}): set model.scan_layers={saved} to resume, "
+                          f"or start a new run_dir (`distill-jax export` converts either layout to HF)")
+
+
 def load_params(run_dir: str | Path, step: int | None = None) -> tuple[T5Config, Any, str]:
     """(model config, params on the default device, tokenizer dir) of a training run; latest step when None."""
     run = Path(run_dir)
@@ -157,4 +168,5 @@ def load_params(run_dir: str | Path, step: int | None = None) -> tuple[T5Config,
     return config, params, os.fspath(tok)
 
 
-__all__ = ["CheckpointError", "Checkpointer", "ckpt_dir", "tokenizer_ref", "model_meta", "load_params"]
+__all__ = ["CheckpointError", "Checkpointer", "ckpt_dir", "tokenizer_ref", "model_meta", "check_layout",
+           "load_params"]

@@ -19,6 +19,10 @@ class ModelInitConfig:
     dropout_rate: float | None = None  # replaces the HF/preset value when set
     tokenizer: str | None = None  # tokenizer dir; default: the HF dir's own, or trained into RUN/tokenizer
     tokenizer_vocab_size: int = 1000  # scratch + trained tokenizer only
+    # layers under one nn.scan with params stacked on a layer axis (compile time flat in depth); None: on for
+    # models of 12+ layers (t5-base and up), preset or HF directory alike
+    scan_layers: bool | None = None
+    remat: Literal["none", "minimal", "full"] = "none"  # recompute in the backward pass: minimal keeps matmuls
 
     def __post_init__(self) -> None:
         if self.tokenizer_vocab_size < 16:

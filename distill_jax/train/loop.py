@@ -33,7 +33,7 @@ from distill_jax.model.vocab import grow_for_tokenizer, grown_config
 from distill_jax.progress import progress_bar
 from distill_jax.train import batches as B
 from distill_jax.train import sharding as S
-from distill_jax.train.checkpoint import Checkpointer, model_meta
+from distill_jax.train.checkpoint import Checkpointer, check_layout, model_meta
 from distill_jax.train.config import TrainConfig, check_devices
 from distill_jax.train.optim import make_optimizer
 from distill_jax.train.prefetch import Prefetcher
@@ -116,7 +116,9 @@ def _model_config(cfg: TrainConfig, vocab_size: int):
         config = T5Config.preset(m.preset, **{"vocab_size": vocab_size, **m.overrides})
     else:
         config = grown_config(read_config(m.init), vocab_size)
-    config = dataclasses.replace(config, dtype=m.dtype, **(
+    scan = m.scan_layers if m.scan_layers is not None else (
+        config.scan_layers or max(config.num_layers, config.num_decoder_layers) >= 12)
+    config = dataclasses.replace(config, dtype=m.dtype, scan_layers=scan, remat=m.remat, **(
         {"dropout_rate": m.dropout_rate} if m.dropout_rate is not None else {}))
     if config.vocab_size < vocab_size:
         raise ConfigError(f"model: vocab_size {config.vocab_size} < the tokenizer's {vocab_size} tokens")
@@ -231,6 +233,7 @@ def _train(cfg: TrainConfig, signals: StopSignals, started: float) -> TrainResul
     ckpt = Checkpointer(run, keep=cfg.keep, keep_best=cfg.keep_best, async_save=cfg.async_checkpoint)
     meta = model_meta(config, tok_dir, run)
     if cfg.resume and ckpt.latest_step() is not None:
+        check_layout(ckpt, config)
         target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                         abstract, state_sh)
         state, position, _ = ckpt.restore(target)
@@ -240,7 +243,7 @@ def _train(cfg: TrainConfig, signals: StopSignals, started: float) -> TrainResul
     elif cfg.model.init == "scratch":
         state = create_state(init_fn, state_sh, jax.random.PRNGKey(cfg.seed))
     else:
-        _, params = load_hf(cfg.model.init)
+        _, params = load_hf(cfg.model.init, scan_layers=config.scan_layers)
         params = grow_for_tokenizer(params, config, cfg.model.init, tokenizer)
         params = jax.device_put(params, state_sh.params)
         state = create_state(lambda p: init_state(p, tx, cfg.seed), state_sh, params)
